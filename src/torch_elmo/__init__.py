@@ -1,0 +1,14 @@
+"""torch-elmo: ELMo (Peters et al., 2018) in current PyTorch, computing exactly what the original
+bilm-tf computes from the published options.json + weights.hdf5."""
+
+from .chars import batch_to_ids
+from .elmo import Elmo, ElmoEmbedder, remove_sentence_boundaries
+from .formats import ElmoFormatError, load_bilm, read_options, save_bilm
+from .model import BiLM, BiLMConfig, CharCNN, Highway, LstmWithProjection, ScalarMix
+
+__all__ = [
+    "BiLM", "BiLMConfig", "CharCNN", "Elmo", "ElmoEmbedder", "ElmoFormatError", "Highway",
+    "LstmWithProjection", "ScalarMix", "batch_to_ids", "load_bilm", "read_options",
+    "remove_sentence_boundaries", "save_bilm",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,71 @@
+"""Text -> character ids, exactly as bilm-tf's `UnicodeCharsVocabulary` and AllenNLP's
+`ELMoCharacterMapper` compute them.
+
+A token becomes 50 ids: begin-of-word, the token's UTF-8 bytes (at most 48), end-of-word, then
+padding. The sentence boundaries `<S>` and `</S>` are tokens made of the special chars 256 / 257.
+Every id is shifted by +1 so that an all-zero row means "no token here" (padding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+MAX_CHARS = 50  # characters per token, the published models' `max_characters_per_token`
+BOS_CHAR = 256  # begin of sentence
+EOS_CHAR = 257  # end of sentence
+BOW_CHAR = 258  # begin of word
+EOW_CHAR = 259  # end of word
+PAD_CHAR = 260  # padding inside a token
+N_CHARACTERS = 262  # 261 stored rows + the all-zero padding row (id 0)
+
+BOS_TOKEN = "<S>"
+EOS_TOKEN = "</S>"
+
+
+def _special_token(char: int) -> list[int]:
+    ids = [PAD_CHAR] * MAX_CHARS
+    ids[0], ids[1], ids[2] = BOW_CHAR, char, EOW_CHAR
+    return [i + 1 for i in ids]
+
+
+BOS_CHAR_IDS = _special_token(BOS_CHAR)
+EOS_CHAR_IDS = _special_token(EOS_CHAR)
+
+
+def token_to_char_ids(token: str) -> list[int]:
+    """The 50 (shifted) character ids of one token.
+
+    Bytes beyond the 48th are dropped (even inside a multi-byte character, as the original does);
+    characters UTF-8 cannot encode (lone surrogates) are dropped, never an error.
+    """
+    if token == BOS_TOKEN:
+        return list(BOS_CHAR_IDS)
+    if token == EOS_TOKEN:
+        return list(EOS_CHAR_IDS)
+    encoded = token.encode("utf-8", "ignore")[: MAX_CHARS - 2]
+    ids = [PAD_CHAR] * MAX_CHARS
+    ids[0] = BOW_CHAR
+    ids[1 : len(encoded) + 1] = encoded
+    ids[len(encoded) + 1] = EOW_CHAR
+    return [i + 1 for i in ids]
+
+
+def batch_to_ids(sentences: Sequence[Sequence[str]]) -> torch.Tensor:
+    """Character ids of a batch of tokenized sentences: LongTensor (batch, max_len, 50).
+
+    Sentences shorter than the longest are padded with all-zero tokens. The sentence boundaries
+    are not added here: the model adds them, as AllenNLP's `Elmo` does.
+    """
+    if isinstance(sentences, str) or any(isinstance(s, str) for s in sentences):
+        raise TypeError(
+            "batch_to_ids takes a list of tokenized sentences (list[list[str]]), got a string; "
+            "split each sentence into tokens first, e.g. sentence.split()"
+        )
+    max_len = max((len(s) for s in sentences), default=0)
+    ids = torch.zeros(len(sentences), max_len, MAX_CHARS, dtype=torch.long)
+    for i, sentence in enumerate(sentences):
+        if sentence:
+            ids[i, : len(sentence)] = torch.tensor([token_to_char_ids(t) for t in sentence])
+    return ids

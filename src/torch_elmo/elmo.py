@@ -1,0 +1,157 @@
+"""The user-facing API, as AllenNLP users know it: `Elmo` (a module inside a task model) and
+`ElmoEmbedder` (tokens in, numpy arrays out)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .chars import batch_to_ids
+from .formats import load_bilm
+from .model import BiLM, ScalarMix
+
+PathLike = str | os.PathLike
+
+
+def _model_files(options_file: PathLike | None, weight_file: PathLike | None) -> tuple[PathLike, PathLike]:
+    if options_file is None or weight_file is None:
+        raise ValueError(
+            "give both options_file and weight_file (the published options.json and weights.hdf5); "
+            "no default model is bundled with this version"
+        )
+    return options_file, weight_file
+
+
+def remove_sentence_boundaries(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, ...) with <S> first and </S> after each row's last token -> (B, T - 2, ...)."""
+    lengths = mask.sum(dim=1) - 2  # (B,)
+    inner = torch.arange(x.shape[1] - 2, device=x.device) < lengths.unsqueeze(1)  # (B, T - 2)
+    shape = (*inner.shape,) + (1,) * (x.dim() - 2)
+    return x[:, 1:-1] * inner.view(shape).to(x.dtype), inner
+
+
+class Elmo(nn.Module):
+    """ELMo representations for a downstream task: n learned mixes of the biLM layers.
+
+    forward(character_ids (..., T, 50), word_inputs=None) returns
+    {"elmo_representations": [tensor (..., T, dim)] * n, "mask": (..., T)}, like AllenNLP's Elmo.
+    """
+
+    def __init__(self, options_file: PathLike | None, weight_file: PathLike | None,
+                 num_output_representations: int, requires_grad: bool = False,
+                 do_layer_norm: bool = False, dropout: float = 0.5,
+                 vocab_to_cache: Sequence[str] | None = None,
+                 keep_sentence_boundaries: bool = False,
+                 scalar_mix_parameters: list[float] | None = None,
+                 stateful: bool = False):
+        super().__init__()
+        options_file, weight_file = _model_files(options_file, weight_file)
+        self._elmo_lstm = load_bilm(options_file, weight_file, stateful=stateful)
+        self._elmo_lstm.requires_grad_(requires_grad)
+        self._has_cached_vocab = vocab_to_cache is not None
+        if vocab_to_cache is not None:
+            self._elmo_lstm.cache_vocabulary(batch_to_ids([[w] for w in vocab_to_cache]).squeeze(1))
+        self._keep_sentence_boundaries = keep_sentence_boundaries
+        self._dropout = nn.Dropout(p=dropout)
+        for k in range(num_output_representations):
+            mix = ScalarMix(self._elmo_lstm.num_layers, do_layer_norm=do_layer_norm,
+                            initial_scalar_parameters=scalar_mix_parameters,
+                            trainable=scalar_mix_parameters is None)
+            self.add_module(f"scalar_mix_{k}", mix)
+        self.num_output_representations = num_output_representations
+
+    @property
+    def bilm(self) -> BiLM:
+        return self._elmo_lstm
+
+    def get_output_dim(self) -> int:
+        return self._elmo_lstm.config.output_dim
+
+    def reset_states(self) -> None:
+        self._elmo_lstm.reset_states()
+
+    def layer_weights(self) -> list[torch.Tensor]:
+        """The normalised layer weights softmax(s) of each output representation."""
+        return [getattr(self, f"scalar_mix_{k}").layer_weights for k in range(self.num_output_representations)]
+
+    def forward(self, inputs: torch.Tensor, word_inputs: torch.Tensor | None = None) -> dict:
+        shape = inputs.shape  # (..., T, 50)
+        char_ids = inputs.reshape(-1, *shape[-2:])
+        words = word_inputs.reshape(-1, word_inputs.shape[-1]) if word_inputs is not None else None
+        output = self._elmo_lstm(char_ids, words)
+        representations = []
+        for k in range(self.num_output_representations):
+            mixed = getattr(self, f"scalar_mix_{k}")(output.layers, output.mask)
+            mask = output.mask
+            if not self._keep_sentence_boundaries:
+                mixed, mask = remove_sentence_boundaries(mixed, mask)
+            representations.append(self._dropout(mixed))
+        lead = shape[:-2]
+        return {
+            "elmo_representations": [r.reshape(*lead, r.shape[1], r.shape[2]) for r in representations],
+            "mask": mask.reshape(*lead, mask.shape[1]),
+        }
+
+
+class ElmoEmbedder:
+    """Tokenized sentences in, numpy arrays (3, n_tokens, dim) out, as AllenNLP 0.9's ElmoEmbedder."""
+
+    def __init__(self, options_file: PathLike | None = None, weight_file: PathLike | None = None,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 stateful: bool = False):
+        options_file, weight_file = _model_files(options_file, weight_file)
+        self.device = torch.device(device)
+        self.bilm = load_bilm(options_file, weight_file, dtype=dtype, device=self.device, stateful=stateful)
+
+    @property
+    def dim(self) -> int:
+        return self.bilm.config.output_dim
+
+    @torch.inference_mode()
+    def batch_to_embeddings(self, batch: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L+1, T, dim) activations without sentence boundaries, and the (B, T) mask."""
+        output = self.bilm(batch_to_ids(batch).to(self.device))
+        layers = torch.stack(output.layers, dim=1)  # (B, L+1, T+2, dim)
+        B, L1, T2, dim = layers.shape
+        inner, mask = remove_sentence_boundaries(layers.transpose(1, 2).reshape(B, T2, L1 * dim), output.mask)
+        return inner.view(B, T2 - 2, L1, dim).transpose(1, 2), mask
+
+    def embed_sentence(self, sentence: Sequence[str]) -> np.ndarray:
+        return self.embed_batch([sentence])[0]
+
+    def embed_batch(self, batch: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """One array (L+1, n_tokens, dim) per sentence; an empty sentence gives (L+1, 0, dim)."""
+        if len(batch) == 0:
+            return []
+        embeddings, mask = self.batch_to_embeddings(batch)
+        lengths = mask.sum(dim=1).tolist()
+        embeddings = embeddings.float().cpu().numpy()
+        return [embeddings[i, :, :n] for i, n in enumerate(lengths)]
+
+    def embed_sentences(self, sentences: Iterable[Sequence[str]], batch_size: int = 64) -> Iterator[np.ndarray]:
+        """Embeds a stream of sentences, in input order. Stateless: sentences are grouped by
+        length within a window of batches to cut padding; stateful: batches in input order."""
+        window = batch_size if self.bilm.stateful else batch_size * 16
+        chunk: list[Sequence[str]] = []
+        for sentence in sentences:
+            chunk.append(sentence)
+            if len(chunk) == window:
+                yield from self._embed_window(chunk, batch_size)
+                chunk = []
+        if chunk:
+            yield from self._embed_window(chunk, batch_size)
+
+    def _embed_window(self, sentences: list[Sequence[str]], batch_size: int) -> Iterator[np.ndarray]:
+        order = list(range(len(sentences)))
+        if not self.bilm.stateful:
+            order.sort(key=lambda i: len(sentences[i]))
+        results: list[np.ndarray | None] = [None] * len(sentences)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            for i, array in zip(rows, self.embed_batch([sentences[i] for i in rows])):
+                results[i] = array
+        yield from results

@@ -1,0 +1,435 @@
+"""The ELMo biLM and the task-side layer mix, as pure `nn.Module`s (no file I/O here).
+
+Read top to bottom:
+    BiLMConfig          the hyper-parameters of a published `options.json`
+    Highway, CharCNN    character ids of a token -> one token vector
+    LstmWithProjection  one LSTM layer (TF's LSTMCell with num_proj and clipping), run for both
+                        directions side by side on packed sequences
+    ElmoLstm            L such layers with optional residual connections
+    BiLM                sentence boundaries, token vectors, both LSTM stacks -> the 2L+1 layers
+    ScalarMix           gamma * sum_j softmax(s)_j * h_j, the downstream task's view of the layers
+
+Shapes: B sentences, T tokens (sentence boundaries included), C = 50 chars per token, P the
+projection (token vector) size, H the LSTM cell size, D the number of directions (2), N the
+number of real (non-padding) tokens in a batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .chars import BOS_CHAR_IDS, EOS_CHAR_IDS, MAX_CHARS, N_CHARACTERS
+
+
+@dataclass(frozen=True)
+class BiLMConfig:
+    """The biLM's architecture; defaults are the original `2x4096_512_2048cnn_2xhighway`."""
+
+    filters: tuple[tuple[int, int], ...] = (
+        (1, 32), (2, 32), (3, 64), (4, 128), (5, 256), (6, 512), (7, 1024),
+    )
+    char_embed_dim: int = 16
+    n_highway: int = 2
+    activation: str = "relu"  # of the convolutions: "relu" or "tanh"
+    n_characters: int = N_CHARACTERS
+    max_chars: int = MAX_CHARS
+    lstm_dim: int = 4096
+    projection_dim: int = 512
+    n_layers: int = 2
+    cell_clip: float | None = 3.0
+    proj_clip: float | None = 3.0
+    use_skip_connections: bool = True
+    dropout: float = 0.0  # on each LSTM layer's input, while training (bilm-tf's DropoutWrapper)
+    n_directions: int = 2  # 1: a forward-only language model
+
+    @property
+    def n_filters(self) -> int:
+        return sum(n for _, n in self.filters)
+
+    @property
+    def output_dim(self) -> int:
+        """Width of each output layer: [forward; backward] (or [token; token] for layer 0)."""
+        return self.n_directions * self.projection_dim
+
+
+# --------------------------------------------------------------------------------------------
+# Token encoder: characters -> token vector
+
+
+class Highway(nn.Module):
+    """y = g * relu(x W_t + b_t) + (1 - g) * x, carry gate g = sigmoid(x W_c + b_c).
+
+    The published (bilm-tf) convention; both products run as one [transform; carry] matmul.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, 2 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        transform, carry = self.linear(x).chunk(2, dim=-1)
+        gate = torch.sigmoid(carry)
+        return gate * F.relu(transform) + (1.0 - gate) * x
+
+
+class CharCNN(nn.Module):
+    """Character ids of tokens -> token vectors (N, C) -> (N, P).
+
+    Char embedding, one convolution per (width, n_filters), max over positions, relu or tanh,
+    highway layers, a linear projection to the LSTM input size (none when the sizes agree).
+    """
+
+    def __init__(self, config: BiLMConfig):
+        super().__init__()
+        if config.activation not in ("relu", "tanh"):
+            raise ValueError(f"char CNN activation must be 'relu' or 'tanh', got {config.activation!r}")
+        self.activation = torch.relu if config.activation == "relu" else torch.tanh
+        self.char_embedding = nn.Embedding(config.n_characters, config.char_embed_dim, padding_idx=0)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(config.char_embed_dim, n, kernel_size=width) for width, n in config.filters
+        )
+        self.highways = nn.ModuleList(Highway(config.n_filters) for _ in range(config.n_highway))
+        self.projection = (
+            nn.Linear(config.n_filters, config.projection_dim)
+            if config.n_filters != config.projection_dim
+            else nn.Identity()
+        )
+
+    def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
+        x = self.char_embedding(char_ids).transpose(1, 2)  # (N, E, C)
+        x = torch.cat([self.activation(conv(x).amax(dim=-1)) for conv in self.convs], dim=-1)
+        for highway in self.highways:  # (N, n_filters)
+            x = highway(x)
+        return self.projection(x)  # (N, P)
+
+
+# --------------------------------------------------------------------------------------------
+# Contextual encoder: token vectors -> LSTM states, both directions side by side
+
+
+@dataclass
+class PackedBatch:
+    """Where each real token of a (B, T) batch sits in the packed, time-major LSTM order.
+
+    Rows are visited longest first; at step t the first `batch_sizes[t]` of them are still
+    running, so the LSTM never computes a padded position. `forward_index[d]` / `backward_index`
+    give, for each packed slot, the flat position `b * T + t` of the token the forward / the
+    backward direction reads there: the backward direction reads each sentence reversed within its
+    own length.
+    """
+
+    order: torch.Tensor  # (B,) original row of each sorted row
+    batch_sizes: list[int]  # (T,) rows still running at each step
+    forward_index: torch.Tensor  # (N,)
+    backward_index: torch.Tensor  # (N,)
+
+    @classmethod
+    def from_lengths(cls, lengths: torch.Tensor, max_len: int) -> "PackedBatch":
+        sorted_lengths, order = lengths.sort(descending=True, stable=True)
+        steps = torch.arange(max_len, device=lengths.device).unsqueeze(1)  # (T, 1)
+        running = steps < sorted_lengths.unsqueeze(0)  # (T, B)
+        rows = order.unsqueeze(0) * max_len  # (1, B)
+        forward_index = (rows + steps)[running]
+        backward_index = (rows + sorted_lengths.unsqueeze(0) - 1 - steps)[running]
+        batch_sizes = running.sum(dim=1).tolist()
+        while batch_sizes and batch_sizes[-1] == 0:
+            batch_sizes.pop()
+        return cls(order, batch_sizes, forward_index, backward_index)
+
+    def pack(self, x: torch.Tensor, n_directions: int) -> torch.Tensor:
+        """(B, T, P) -> (D, N, P): the forward and the reversed sequences, packed."""
+        flat = x.reshape(-1, x.shape[-1])
+        index = (self.forward_index, self.backward_index)[:n_directions]
+        return torch.stack([flat[i] for i in index])
+
+    def unpack(self, packed: torch.Tensor, batch: int, max_len: int) -> torch.Tensor:
+        """(D, N, P) -> (B, T, D * P), each direction back in reading order, zero at padding."""
+        D, _, P = packed.shape
+        out = packed.new_zeros(batch * max_len, D * P)
+        index = (self.forward_index, self.backward_index)[:D]
+        for d in range(D):
+            out[index[d], d * P : (d + 1) * P] = packed[d]
+        return out.view(batch, max_len, D * P)
+
+
+LstmState = tuple[torch.Tensor, torch.Tensor]  # h (D, B, P), c (D, B, H)
+
+
+class LstmWithProjection(nn.Module):
+    """One LSTM layer with a clipped cell and a clipped projection of its output.
+
+    Computes what TensorFlow's `LSTMCell(num_proj, cell_clip, proj_clip)` computes (gates in the
+    order i, j, f, o; the forget gate's +1.0 added at run time), for D directions at once:
+    the input-to-gates product is one matmul over all steps, each step one batched matmul.
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, proj_dim: int,
+                 cell_clip: float | None, proj_clip: float | None, n_directions: int = 2):
+        super().__init__()
+        D, H = n_directions, hidden_dim
+        self.hidden_dim, self.cell_clip, self.proj_clip = H, cell_clip, proj_clip
+        self.state_dim = proj_dim
+        self.w_input = nn.Parameter(torch.empty(D, input_dim, 4 * H))
+        self.w_state = nn.Parameter(torch.empty(D, proj_dim, 4 * H))
+        self.bias = nn.Parameter(torch.zeros(D, 4 * H))
+        # TF's LSTMCell without num_proj has no projection (and ignores proj_clip).
+        self.w_proj = nn.Parameter(torch.empty(D, H, proj_dim)) if proj_dim != H else None
+        forget_bias = torch.zeros(4 * H)
+        forget_bias[2 * H : 3 * H] = 1.0
+        self.register_buffer("forget_bias", forget_bias, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Glorot-uniform weights and zero biases, TensorFlow's defaults for an LSTMCell."""
+        w = torch.cat([self.w_input, self.w_state], dim=1)  # TF's kernel is [W_input; W_state]
+        bound = math.sqrt(6.0 / (w.shape[1] + w.shape[2]))
+        with torch.no_grad():
+            nn.init.uniform_(self.w_input, -bound, bound)
+            nn.init.uniform_(self.w_state, -bound, bound)
+            self.bias.zero_()
+            if self.w_proj is not None:
+                b = math.sqrt(6.0 / (self.w_proj.shape[1] + self.w_proj.shape[2]))
+                nn.init.uniform_(self.w_proj, -b, b)
+
+    def zero_state(self, batch: int, like: torch.Tensor) -> LstmState:
+        D = self.w_input.shape[0]
+        return like.new_zeros(D, batch, self.state_dim), like.new_zeros(D, batch, self.hidden_dim)
+
+    def forward(self, x: torch.Tensor, batch_sizes: list[int],
+                state: LstmState | None = None) -> tuple[torch.Tensor, LstmState]:
+        """x (D, N, I) packed -> outputs (D, N, P) packed, and each row's final (h, c).
+
+        `state` holds each row's initial state (sorted order); rows that never run keep theirs.
+        """
+        D, N, _ = x.shape
+        rows = batch_sizes[0] if batch_sizes else 0
+        h, c = state if state is not None else self.zero_state(rows, x)
+        bias = (self.bias + self.forget_bias).unsqueeze(1)  # (D, 1, 4H)
+        gates_x = torch.baddbmm(bias, x, self.w_input)  # (D, N, 4H): every step at once
+        outputs, done_h, done_c = [], [], []
+        offset = 0
+        for n in batch_sizes:
+            if n < h.shape[1]:  # the shortest rows have ended: keep their final state
+                done_h.append(h[:, n:])
+                done_c.append(c[:, n:])
+                h, c = h[:, :n], c[:, :n]
+            gates = torch.baddbmm(gates_x[:, offset : offset + n], h, self.w_state)  # (D, n, 4H)
+            offset += n
+            i, j, f, o = gates.chunk(4, dim=-1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(j)
+            if self.cell_clip is not None:
+                c = c.clamp(-self.cell_clip, self.cell_clip)
+            h = torch.sigmoid(o) * torch.tanh(c)  # (D, n, H)
+            if self.w_proj is not None:
+                h = torch.bmm(h, self.w_proj)  # (D, n, P)
+                if self.proj_clip is not None:
+                    h = h.clamp(-self.proj_clip, self.proj_clip)
+            outputs.append(h)
+        done_h.append(h)
+        done_c.append(c)
+        out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(D, 0, self.state_dim)
+        return out, (torch.cat(done_h[::-1], dim=1), torch.cat(done_c[::-1], dim=1))
+
+
+class ElmoLstm(nn.Module):
+    """L stacked LstmWithProjection layers; from the second layer on, optionally residual."""
+
+    def __init__(self, config: BiLMConfig):
+        super().__init__()
+        self.use_skip_connections = config.use_skip_connections
+        self.dropout = config.dropout
+        self.layers = nn.ModuleList(
+            LstmWithProjection(config.projection_dim, config.lstm_dim, config.projection_dim,
+                               config.cell_clip, config.proj_clip, config.n_directions)
+            for _ in range(config.n_layers)
+        )
+
+    def forward(self, x: torch.Tensor, batch_sizes: list[int],
+                states: list[LstmState] | None = None) -> tuple[list[torch.Tensor], list[LstmState]]:
+        """x (D, N, P) packed -> every layer's output (D, N, P) packed, and final states."""
+        outputs, finals = [], []
+        for k, layer in enumerate(self.layers):
+            x_in = F.dropout(x, self.dropout, self.training) if self.dropout else x
+            x, final = layer(x_in, batch_sizes, states[k] if states is not None else None)
+            if self.use_skip_connections and k > 0:
+                x = x + x_in
+            outputs.append(x)
+            finals.append(final)
+        return outputs, finals
+
+
+# --------------------------------------------------------------------------------------------
+# The biLM
+
+
+@dataclass
+class BiLMOutput:
+    layers: list[torch.Tensor]  # L + 1 tensors (B, T, D * P), sentence boundaries included
+    mask: torch.Tensor  # (B, T) bool, True at real tokens (boundaries included)
+
+
+def add_sentence_boundaries(char_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, C) ids without boundaries -> (B, T + 2, C) with <S> first and </S> after the last
+    token of each row, and the sentence lengths (B,) counting both."""
+    B, T, C = char_ids.shape
+    lengths = (char_ids > 0).any(dim=-1).sum(dim=-1)  # (B,)
+    out = char_ids.new_zeros(B, T + 2, C)
+    out[:, 1 : T + 1] = char_ids
+    out[:, 0] = char_ids.new_tensor(BOS_CHAR_IDS)
+    out[torch.arange(B, device=char_ids.device), lengths + 1] = char_ids.new_tensor(EOS_CHAR_IDS)
+    return out, lengths + 2
+
+
+class BiLM(nn.Module):
+    """Character ids -> the 2L+1 ELMo representations as L+1 layers of [forward; backward].
+
+    Layer 0 is [token; token], layer k is [forward_k; backward_k]. Stateless by default: each
+    sentence is read from a zero state, so its vectors depend on it alone. With `stateful`, each
+    batch row starts where that row ended in the previous batch, as the original does.
+    """
+
+    def __init__(self, config: BiLMConfig, stateful: bool = False):
+        super().__init__()
+        self.config = config
+        self.token_encoder = CharCNN(config)
+        self.lstm = ElmoLstm(config)
+        self.stateful = stateful
+        self._states: list[LstmState] | None = None  # per layer, (D, rows, .) each
+        self.register_buffer("word_cache", None, persistent=False)  # (V, P) cached token vectors
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.n_layers + 1
+
+    def reset_states(self) -> None:
+        self._states = None
+
+    @torch.no_grad()
+    def cache_vocabulary(self, char_ids: torch.Tensor, batch_size: int = 4096) -> None:
+        """Computes the token vectors of a vocabulary (V, C) once; `forward(word_ids=...)` then
+        looks them up instead of running the char CNN (row 0 stands for padding)."""
+        vectors = [self.token_encoder(chunk) for chunk in char_ids.split(batch_size)]
+        self.word_cache = torch.cat(vectors) if vectors else None
+
+    def encode_tokens(self, char_ids: torch.Tensor) -> torch.Tensor:
+        """(N, C) -> (N, P), running the char CNN once per distinct token."""
+        unique, inverse = torch.unique(char_ids, dim=0, return_inverse=True)
+        return self.token_encoder(unique)[inverse]
+
+    def forward(self, char_ids: torch.Tensor, word_ids: torch.Tensor | None = None) -> BiLMOutput:
+        """char_ids (B, T, C) without sentence boundaries (zero rows pad) -> BiLMOutput with
+        T + 2 positions. With `word_ids` (B, T) and a cached vocabulary, tokens whose id is in
+        1..V-1 take the cached vector; any other id falls back to the char CNN."""
+        ids, lengths = add_sentence_boundaries(char_ids)  # (B, T2, C), (B,)
+        B, T2, _ = ids.shape
+        mask = torch.arange(T2, device=ids.device) < lengths.unsqueeze(1)  # (B, T2)
+        tokens = self._token_vectors(ids, mask, word_ids)  # (B, T2, P)
+
+        packed = PackedBatch.from_lengths(lengths, T2)
+        D = self.config.n_directions
+        initial = self._initial_states(B, packed.order, tokens) if self.stateful else None
+        outputs, finals = self.lstm(packed.pack(tokens, D), packed.batch_sizes, initial)
+        if self.stateful:
+            self._store_states(finals, packed.order)
+
+        layers = [torch.cat([tokens] * D, dim=-1)]
+        layers += [packed.unpack(out, B, T2) for out in outputs]
+        return BiLMOutput(layers, mask)
+
+    def _token_vectors(self, ids: torch.Tensor, mask: torch.Tensor,
+                       word_ids: torch.Tensor | None) -> torch.Tensor:
+        B, T2, _ = ids.shape
+        P = self.config.projection_dim
+        dtype = self.token_encoder.char_embedding.weight.dtype
+        tokens = torch.zeros(B, T2, P, dtype=dtype, device=ids.device)
+        todo = mask.clone()
+        if word_ids is not None and self.word_cache is not None:
+            word_ids = F.pad(word_ids, (1, 1))  # boundaries are never cached
+            cached = (word_ids > 0) & (word_ids < self.word_cache.shape[0]) & mask
+            tokens[cached] = self.word_cache[word_ids[cached]].to(dtype)
+            todo &= ~cached
+        tokens[todo] = self.encode_tokens(ids[todo])
+        return tokens
+
+    def _initial_states(self, batch: int, order: torch.Tensor, like: torch.Tensor) -> list[LstmState]:
+        states = []
+        for k, layer in enumerate(self.lstm.layers):
+            h, c = layer.zero_state(batch, like)
+            if self._states is not None:
+                old_h, old_c = self._states[k]
+                rows = min(batch, old_h.shape[1])
+                h[:, :rows], c[:, :rows] = old_h[:, :rows], old_c[:, :rows]
+            states.append((h[:, order], c[:, order]))
+        return states
+
+    def _store_states(self, finals: list[LstmState], order: torch.Tensor) -> None:
+        """Each row's final state becomes its next initial state; rows beyond this batch keep theirs."""
+        new = []
+        for k, (h, c) in enumerate(finals):
+            B = h.shape[1]
+            h_rows, c_rows = torch.empty_like(h), torch.empty_like(c)
+            h_rows[:, order], c_rows[:, order] = h.detach(), c.detach()
+            if self._states is not None and self._states[k][0].shape[1] > B:
+                old_h, old_c = self._states[k]
+                h_rows = torch.cat([h_rows, old_h[:, B:]], dim=1)
+                c_rows = torch.cat([c_rows, old_c[:, B:]], dim=1)
+            new.append((h_rows, c_rows))
+        self._states = new
+
+
+# --------------------------------------------------------------------------------------------
+# The task side
+
+
+class ScalarMix(nn.Module):
+    """gamma * sum_j softmax(s)_j * h_j over the biLM layers, with s and gamma learned per task.
+
+    With `do_layer_norm`, each layer is first normalised over all unmasked values of the batch,
+    as AllenNLP does. Parameter names match AllenNLP's, so its saved task models load.
+    """
+
+    def __init__(self, mixture_size: int, do_layer_norm: bool = False,
+                 initial_scalar_parameters: list[float] | None = None, trainable: bool = True):
+        super().__init__()
+        if initial_scalar_parameters is None:
+            initial_scalar_parameters = [0.0] * mixture_size
+        if len(initial_scalar_parameters) != mixture_size:
+            raise ValueError(
+                f"initial_scalar_parameters has {len(initial_scalar_parameters)} values but the mix "
+                f"has {mixture_size} layers; give one value per layer"
+            )
+        self.mixture_size = mixture_size
+        self.do_layer_norm = do_layer_norm
+        self.scalar_parameters = nn.ParameterList(
+            nn.Parameter(torch.tensor([float(s)]), requires_grad=trainable)
+            for s in initial_scalar_parameters
+        )
+        self.gamma = nn.Parameter(torch.tensor([1.0]), requires_grad=trainable)
+
+    @property
+    def layer_weights(self) -> torch.Tensor:
+        """The normalised weights softmax(s), one per layer (detached)."""
+        return torch.softmax(torch.cat(list(self.scalar_parameters)).detach(), dim=0)
+
+    def forward(self, tensors: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+        if len(tensors) != self.mixture_size:
+            raise ValueError(f"ScalarMix expects {self.mixture_size} tensors, got {len(tensors)}")
+        weights = torch.softmax(torch.cat(list(self.scalar_parameters)), dim=0)
+        if not self.do_layer_norm:
+            return self.gamma * sum(w * t for w, t in zip(weights, tensors))
+        if mask is None:
+            raise ValueError("ScalarMix with do_layer_norm needs the mask")
+        m = mask.unsqueeze(-1).to(tensors[0].dtype)
+        n = m.sum() * tensors[0].shape[-1]
+        return self.gamma * sum(w * _masked_layer_norm(t, m, n) for w, t in zip(weights, tensors))
+
+
+def _masked_layer_norm(x: torch.Tensor, mask: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    mean = (x * mask).sum() / n
+    variance = (((x * mask - mean) * mask) ** 2).sum() / n
+    return (x - mean) / torch.sqrt(variance + 1e-13)
