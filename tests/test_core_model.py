@@ -1,0 +1,138 @@
+"""The biLM's semantics: stateless determinism, the original's stateful mode, skip connections,
+long and empty sentences, judged against the numpy reference of bilm-tf's equations."""
+
+import numpy as np
+import pytest
+import torch
+
+from torch_elmo import BiLM, BiLMConfig, batch_to_ids, load_bilm
+
+from .reference import ReferenceBiLM
+
+SENTENCES = [
+    "the bank of the river was muddy .".split(),
+    "she deposited money at the bank".split(),
+    ["ok"],
+    "a much longer sentence than the others , with commas , and a few more words at the end".split(),
+]
+
+
+def run(bilm, sentences):
+    with torch.no_grad():
+        out = bilm(batch_to_ids(sentences))
+    return torch.stack(out.layers, dim=1).numpy(), out.mask.numpy()  # (B, L+1, T+2, 2P), (B, T+2)
+
+
+@pytest.fixture(scope="module")
+def bilm64(options_file, weight_file):
+    return load_bilm(options_file, weight_file, dtype=torch.float64)
+
+
+def test_stateless_matches_reference(bilm64, options_file, weight_file):
+    reference = ReferenceBiLM(options_file, weight_file)
+    layers, mask = run(bilm64, SENTENCES)
+    for i, sentence in enumerate(SENTENCES):
+        n = len(sentence) + 2
+        assert mask[i].sum() == n and mask[i, :n].all()
+        expected, _ = reference.sentence(sentence)
+        np.testing.assert_allclose(layers[i, :, :n], expected, atol=1e-10)
+        assert (layers[i, :, n:] == 0).all()  # nothing leaks into the padding
+
+
+def test_layer_zero_is_token_twice(bilm64):
+    layers, _ = run(bilm64, SENTENCES[:1])
+    token = layers[0, 0]
+    assert token.shape[-1] == 32
+    np.testing.assert_array_equal(token[:, :16], token[:, 16:])
+
+
+def test_a_sentence_does_not_depend_on_its_batch(options_file, weight_file):
+    """Same sentence, other batch mates, other position, other padding: same vectors."""
+    bilm = load_bilm(options_file, weight_file)
+    target = SENTENCES[0]
+    alone, _ = run(bilm, [target])
+    n = len(target) + 2
+    for batch, row in [([SENTENCES[3], target], 1), ([SENTENCES[2], target, SENTENCES[1]], 1),
+                       ([target, SENTENCES[3], SENTENCES[3]], 0)]:
+        for _ in range(2):  # twice: no state survives a batch
+            layers, _ = run(bilm, batch)
+            np.testing.assert_allclose(layers[row, :, :n], alone[0, :, :n], atol=1e-6)
+
+
+def test_stateful_carries_each_row_and_keeps_rows_beyond_the_batch(options_file, weight_file):
+    reference = ReferenceBiLM(options_file, weight_file)
+    bilm = load_bilm(options_file, weight_file, dtype=torch.float64, stateful=True)
+    first, second, third = SENTENCES[:3], SENTENCES[3:4], [SENTENCES[1], SENTENCES[0], SENTENCES[3]]
+    states = [reference.sentence(s)[1] for s in first]
+    run(bilm, first)
+    layers, _ = run(bilm, second)  # one row: rows 1 and 2 must keep their state
+    expected, states[0] = reference.sentence(second[0], states[0])
+    np.testing.assert_allclose(layers[0, :, : len(second[0]) + 2], expected, atol=1e-10)
+    layers, _ = run(bilm, third)
+    for i, sentence in enumerate(third):
+        expected, _ = reference.sentence(sentence, states[i])
+        np.testing.assert_allclose(layers[i, :, : len(sentence) + 2], expected, atol=1e-10)
+    bilm.reset_states()
+    layers, _ = run(bilm, third[:1])
+    np.testing.assert_allclose(layers[0, :, : len(third[0]) + 2], reference.sentence(third[0])[0], atol=1e-10)
+
+
+def test_rows_beyond_the_previous_batch_start_from_zero(options_file, weight_file):
+    bilm = load_bilm(options_file, weight_file, dtype=torch.float64, stateful=True)
+    fresh = load_bilm(options_file, weight_file, dtype=torch.float64)
+    run(bilm, SENTENCES[:1])
+    layers, _ = run(bilm, SENTENCES[:3])
+    expected, _ = run(fresh, SENTENCES[:3])
+    np.testing.assert_allclose(layers[1:], expected[1:], atol=1e-12)
+    assert not np.allclose(layers[0], expected[0])
+
+
+def test_skip_connections_match_reference(skip_model):
+    reference = ReferenceBiLM(*skip_model)
+    bilm = load_bilm(*skip_model, dtype=torch.float64)
+    assert bilm.config.use_skip_connections
+    layers, _ = run(bilm, SENTENCES)
+    for i, sentence in enumerate(SENTENCES):
+        n = len(sentence) + 2
+        np.testing.assert_allclose(layers[i, :, :n], reference.sentence(sentence)[0], atol=1e-10)
+
+
+def test_2000_token_sentence(options_file, weight_file):
+    words = "the quick brown fox jumps over the lazy dog ; then it rests .".split()
+    sentence = [words[i % len(words)] for i in range(2000)]
+    bilm = load_bilm(options_file, weight_file, dtype=torch.float64)
+    layers, mask = run(bilm, [sentence, ["short"]])
+    assert layers.shape == (2, 3, 2002, 32) and mask.sum(axis=1).tolist() == [2002, 3]
+    expected, _ = ReferenceBiLM(options_file, weight_file).sentence(sentence)
+    np.testing.assert_allclose(layers[0], expected, atol=1e-9)
+
+
+def test_empty_sentences_get_only_boundaries(bilm64):
+    layers, mask = run(bilm64, [[], ["word"], []])
+    assert mask.sum(axis=1).tolist() == [2, 3, 2]
+    assert np.isfinite(layers).all()
+
+
+def test_gradients_reach_every_weight(options_file, weight_file):
+    bilm = load_bilm(options_file, weight_file).train()
+    out = bilm(batch_to_ids(SENTENCES))
+    sum(layer.sum() for layer in out.layers).backward()
+    for name, p in bilm.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_random_config_builds_and_runs_forward_only():
+    config = BiLMConfig(filters=((1, 4), (2, 4)), char_embed_dim=4, n_highway=1, lstm_dim=8,
+                        projection_dim=6, n_layers=3, n_directions=1)
+    layers, _ = run(BiLM(config), SENTENCES)
+    assert layers.shape[1:] == (4, max(map(len, SENTENCES)) + 2, 6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_cuda_matches_cpu(options_file, weight_file):
+    cpu = load_bilm(options_file, weight_file, dtype=torch.float64)
+    gpu = load_bilm(options_file, weight_file, dtype=torch.float64, device="cuda")
+    with torch.no_grad():
+        a = cpu(batch_to_ids(SENTENCES)).layers[-1]
+        b = gpu(batch_to_ids(SENTENCES).cuda()).layers[-1].cpu()
+    torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
