@@ -129,7 +129,9 @@ class ElmoEmbedder:
             return []
         embeddings, mask = self.batch_to_embeddings(batch)
         lengths = mask.sum(dim=1).tolist()
-        embeddings = embeddings.float().cpu().numpy()
+        if embeddings.dtype not in (torch.float32, torch.float64):
+            embeddings = embeddings.float()  # numpy has no bfloat16
+        embeddings = embeddings.cpu().numpy()
         return [embeddings[i, :, :n] for i, n in enumerate(lengths)]
 
     def embed_sentences(self, sentences: Iterable[Sequence[str]], batch_size: int = 64) -> Iterator[np.ndarray]:
