@@ -151,3 +151,31 @@ def test_model_files_are_required_until_a_default_is_bundled():
 def test_load_bilm_on_float64(options_file, weight_file):
     bilm = load_bilm(options_file, weight_file, dtype=torch.float64)
     assert all(p.dtype == torch.float64 for p in bilm.parameters())
+
+
+def test_wrong_input_shapes_are_explained(options_file, weight_file):
+    elmo = Elmo(options_file, weight_file, 1)
+    with pytest.raises(ValueError, match="batch_to_ids"):
+        elmo(torch.zeros(2, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\(batch, tokens, 50\)"):
+        elmo.bilm(torch.zeros(2, 5, 49, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer dtype"):
+        elmo.bilm(torch.zeros(2, 5, 50))
+
+
+def test_empty_batch_through_every_entry_point(options_file, weight_file, embedder):
+    elmo = Elmo(options_file, weight_file, 1)
+    out = elmo(batch_to_ids([]))
+    assert out["elmo_representations"][0].shape == (0, 0, 32) and out["mask"].shape == (0, 0)
+    embeddings, mask = embedder.batch_to_embeddings([])
+    assert embeddings.shape == (0, 3, 0, 32)
+    assert list(embedder.embed_sentences([])) == []
+
+
+def test_odd_tokens_embed(embedder):
+    sentence = ["x" * 200, "a\ud800b", " ", "\t", "日本語のテキスト" * 5, ""]
+    array = embedder.embed_sentence(sentence)
+    assert array.shape == (3, 6, 32) and np.isfinite(array).all()
+    # the token vector only sees the first 48 bytes, and lone surrogates are dropped
+    np.testing.assert_allclose(array[0, 0], embedder.embed_sentence(["x" * 48])[0, 0], atol=1e-12)
+    np.testing.assert_allclose(array[0, 1], embedder.embed_sentence(["ab"])[0, 0], atol=1e-12)

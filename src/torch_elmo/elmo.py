@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -80,8 +81,14 @@ class Elmo(nn.Module):
 
     def forward(self, inputs: torch.Tensor, word_inputs: torch.Tensor | None = None) -> dict:
         shape = inputs.shape  # (..., T, 50)
-        char_ids = inputs.reshape(-1, *shape[-2:])
-        words = word_inputs.reshape(-1, word_inputs.shape[-1]) if word_inputs is not None else None
+        if inputs.dim() < 3:
+            raise ValueError(
+                f"Elmo expects character ids of shape (..., tokens, 50), got {tuple(shape)}; "
+                "make them with torch_elmo.batch_to_ids(sentences)"
+            )
+        rows = math.prod(shape[:-2])
+        char_ids = inputs.reshape(rows, *shape[-2:])
+        words = word_inputs.reshape(rows, word_inputs.shape[-1]) if word_inputs is not None else None
         output = self._elmo_lstm(char_ids, words)
         representations = []
         for k in range(self.num_output_representations):

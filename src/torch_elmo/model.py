@@ -325,6 +325,12 @@ class BiLM(nn.Module):
         """char_ids (B, T, C) without sentence boundaries (zero rows pad) -> BiLMOutput with
         T + 2 positions. With `word_ids` (B, T) and a cached vocabulary, tokens whose id is in
         1..V-1 take the cached vector; any other id falls back to the char CNN."""
+        C = self.config.max_chars
+        if char_ids.dim() != 3 or char_ids.shape[-1] != C or char_ids.is_floating_point():
+            raise ValueError(
+                f"BiLM expects character ids of shape (batch, tokens, {C}) and an integer dtype, got "
+                f"{tuple(char_ids.shape)} {char_ids.dtype}; make them with torch_elmo.batch_to_ids(sentences)"
+            )
         ids, lengths = add_sentence_boundaries(char_ids)  # (B, T2, C), (B,)
         B, T2, _ = ids.shape
         mask = torch.arange(T2, device=ids.device) < lengths.unsqueeze(1)  # (B, T2)
