@@ -1,0 +1,115 @@
+"""The language-model head: softmax weights over the vocabulary, full and sampled.
+
+bilm-tf trains with `tf.nn.sampled_softmax_loss` and its defaults, reproduced here:
+    LogUniformSampler      TF's `log_uniform_candidate_sampler(unique=True)`: P(k) =
+                           log((k + 2) / (k + 1)) / log(V + 1) (a Zipfian prior, so the vocabulary
+                           must be sorted by descending frequency), drawn without replacement
+    sampled_softmax_loss   one set of negatives shared by every position of the batch, accidental
+                           hits (a negative equal to the position's target) removed, each logit
+                           corrected by minus the log of its expected count (`subtract_log_q`)
+and evaluates with the full softmax. The sampler's RNG is a torch.Generator, saved with the
+checkpoint so that a resumed run draws the same negatives.
+
+Shapes: N positions, P the LSTM output (projection) size, V the vocabulary size, S negatives.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import IGNORE_INDEX
+
+
+class LogUniformSampler:
+    """Unique samples from the log-uniform distribution over [0, V), with TF's expected counts."""
+
+    def __init__(self, vocab_size: int, seed: int = 0):
+        self.vocab_size = vocab_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self._log_range = math.log(vocab_size + 1)
+
+    def probability(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.double()
+        return (torch.log(ids + 2.0) - torch.log(ids + 1.0)) / self._log_range
+
+    def _draw(self, n: int) -> torch.Tensor:
+        u = torch.rand(n, generator=self.generator, dtype=torch.float64)
+        return (torch.exp(u * self._log_range).floor().long() - 1).clamp_(0, self.vocab_size - 1)
+
+    def sample(self, n: int) -> tuple[torch.Tensor, int]:
+        """`n` distinct ids in the order first drawn, and the number of draws it took."""
+        if not 0 < n <= self.vocab_size:
+            raise ValueError(f"cannot draw {n} distinct negatives from a vocabulary of {self.vocab_size}")
+        draws = self._draw(2 * n)
+        while True:
+            values, index = torch.sort(draws, stable=True)
+            first = torch.ones_like(values, dtype=torch.bool)
+            first[1:] = values[1:] != values[:-1]
+            positions = index[first].sort().values  # where each distinct id first appears
+            if len(positions) >= n:
+                return draws[positions[:n]], int(positions[n - 1]) + 1
+            draws = torch.cat([draws, self._draw(len(draws))])
+
+    def expected_count(self, ids: torch.Tensor, num_tries: int) -> torch.Tensor:
+        """TF's expected count of an id among `num_tries` draws: 1 - (1 - p)^tries."""
+        return -torch.expm1(num_tries * torch.log1p(-self.probability(ids)))
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def sampled_softmax_loss(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
+                         sampled: torch.Tensor, true_expected: torch.Tensor,
+                         sampled_expected: torch.Tensor) -> torch.Tensor:
+    """Per-position loss (N,) of TF's `sampled_softmax_loss` (num_true 1, accidental hits removed).
+
+    h (N, P), weight (V, P), bias (V,), targets (N,), sampled (S,) shared negatives with expected
+    counts (S,), true_expected (N,) the targets' expected counts.
+    """
+    true_logits = (h * weight[targets]).sum(-1) + bias[targets]  # (N,)
+    true_logits = true_logits - torch.log(true_expected).to(h.dtype)
+    sampled_logits = h @ weight[sampled].T + bias[sampled]  # (N, S)
+    sampled_logits = sampled_logits - torch.log(sampled_expected).to(h.dtype)
+    hits = targets.unsqueeze(1) == sampled.unsqueeze(0)  # (N, S)
+    sampled_logits = sampled_logits.masked_fill(hits, torch.finfo(h.dtype).min)
+    logits = torch.cat([true_logits.unsqueeze(1), sampled_logits], dim=1)  # (N, 1 + S)
+    return torch.logsumexp(logits, dim=1) - true_logits
+
+
+class SoftmaxHead(nn.Module):
+    """Output layer W (V, P), b (V,), initialised as bilm-tf does (normal, std 1 / sqrt(P); zero
+    bias). One head serves both directions, as in the original."""
+
+    def __init__(self, vocab_size: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(vocab_size, dim) / math.sqrt(dim))
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.weight.shape[0]
+
+    def full_loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-position cross-entropy (N,) over the whole vocabulary; 0 where targets are ignored."""
+        logits = F.linear(h, self.weight, self.bias)  # (N, V)
+        return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="none")
+
+    def sampled_loss(self, h: torch.Tensor, targets: torch.Tensor, sampler: LogUniformSampler,
+                     n_samples: int) -> torch.Tensor:
+        """Per-position sampled-softmax loss (N,); 0 where targets are ignored."""
+        keep = targets != IGNORE_INDEX
+        safe_targets = targets.clamp(min=0)
+        sampled, tries = sampler.sample(n_samples)
+        sampled = sampled.to(h.device)
+        true_expected = sampler.expected_count(safe_targets.cpu(), tries).to(h.device)
+        sampled_expected = sampler.expected_count(sampled.cpu(), tries).to(h.device)
+        loss = sampled_softmax_loss(h, self.weight, self.bias, safe_targets, sampled,
+                                    true_expected, sampled_expected)
+        return loss * keep.to(loss.dtype)

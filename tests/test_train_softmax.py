@@ -1,0 +1,93 @@
+"""The softmax head: TF's log-uniform sampler and sampled_softmax_loss (torch_elmo.softmax)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from torch_elmo.data import IGNORE_INDEX
+from torch_elmo.softmax import LogUniformSampler, SoftmaxHead, sampled_softmax_loss
+
+
+def test_log_uniform_draws_follow_zipf():
+    V = 50
+    sampler = LogUniformSampler(V, seed=1)
+    draws = sampler._draw(200_000)
+    freq = torch.bincount(draws, minlength=V).double() / len(draws)
+    p = sampler.probability(torch.arange(V))
+    assert abs(p.sum().item() - 1.0) < 1e-12
+    assert p[0].item() == math.log(2) / math.log(V + 1)  # P(k) = log((k + 2) / (k + 1)) / log(V + 1)
+    assert torch.allclose(freq, p, atol=3e-3)
+
+
+def test_samples_are_unique_with_tf_expected_counts():
+    sampler = LogUniformSampler(1000, seed=0)
+    ids, tries = sampler.sample(64)
+    assert len(ids) == 64 == len(set(ids.tolist())) and tries >= 64
+    p = sampler.probability(ids)
+    assert torch.allclose(sampler.expected_count(ids, tries), 1 - (1 - p) ** tries)
+    # the same generator state gives the same negatives (resume); a new draw differs
+    state = sampler.state_dict()
+    nxt = sampler.sample(64)[0]
+    sampler.load_state_dict(state)
+    assert torch.equal(sampler.sample(64)[0], nxt) and not torch.equal(nxt, ids)
+
+
+def setup(N=6, V=10, P=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(N, P, generator=g)
+    w = torch.randn(V, P, generator=g, requires_grad=True)
+    b = torch.randn(V, generator=g, requires_grad=True)
+    targets = torch.randint(0, V, (N,), generator=g)
+    return h, w, b, targets
+
+
+def test_all_classes_sampled_without_correction_is_the_full_softmax():
+    """With every class a negative and q = 1, removing accidental hits leaves each position's
+    true class once among the logits: exactly the full softmax cross-entropy."""
+    h, w, b, targets = setup()
+    V = w.shape[0]
+    ones_n, ones_v = torch.ones(len(targets)), torch.ones(V)
+    sampled = sampled_softmax_loss(h, w, b, targets, torch.arange(V), ones_n, ones_v)
+    full = F.cross_entropy(h @ w.T + b, targets, reduction="none")
+    assert torch.allclose(sampled, full, atol=1e-6)
+
+
+def test_accidental_hits_are_removed_and_log_q_subtracted():
+    h, w, b, targets = setup(N=1)
+    t = int(targets[0])
+    negatives = torch.tensor([k for k in range(3) if k != t][:2])
+    q_true, q_neg = torch.tensor([0.5]), torch.tensor([0.25, 0.125])
+    without = sampled_softmax_loss(h, w, b, targets, negatives, q_true, q_neg)
+    with_hit = sampled_softmax_loss(h, w, b, targets, torch.cat([negatives, targets]), q_true,
+                                    torch.cat([q_neg, torch.tensor([0.9])]))
+    assert torch.allclose(without, with_hit)
+    logits = torch.cat([(h @ w[targets].T + b[targets]).view(1) - math.log(0.5),
+                        (h @ w[negatives].T + b[negatives]).view(-1) - torch.log(q_neg)])
+    assert torch.allclose(without, torch.logsumexp(logits, 0) - logits[0])
+
+
+def test_negatives_are_shared_across_the_batch():
+    torch.manual_seed(0)
+    V, P = 200, 8
+    head = SoftmaxHead(V, P)
+    sampler = LogUniformSampler(V, seed=5)
+    targets = torch.tensor([3, 7, 150, IGNORE_INDEX])
+    state = sampler.state_dict()
+    loss = head.sampled_loss(torch.randn(4, P), targets, sampler, 16)
+    assert loss[3] == 0
+    loss.sum().backward()
+    sampler.load_state_dict(state)
+    negatives, _ = sampler.sample(16)
+    touched = set(head.weight.grad.abs().sum(1).nonzero().view(-1).tolist())
+    assert touched <= set(negatives.tolist()) | {3, 7, 150}
+    assert set(negatives.tolist()) - {3, 7, 150} <= touched  # every position saw all negatives
+
+
+def test_full_loss_ignores_padding():
+    head = SoftmaxHead(7, 3)
+    h = torch.randn(3, 3)
+    loss = head.full_loss(h, torch.tensor([1, IGNORE_INDEX, 4]))
+    assert loss[1] == 0 and loss[0] > 0
