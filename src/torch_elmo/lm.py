@@ -1,0 +1,143 @@
+"""The biLM as a language model being trained: the core's token encoder and LSTM stack, plus a
+softmax head, read as two independent left-to-right streams (bilm-tf's training graph).
+
+Unlike `BiLM.forward` (sentences, boundaries added, the backward LSTM reading each sentence
+reversed), training feeds each direction its own stream of `unroll_steps` tokens per row: the
+forward LSTM reads the forward stream, the backward LSTM reads the reversed stream, and each row
+continues from that row's state at the end of the previous batch (truncated BPTT). Every row is
+full length, so the packed order is simply time-major: slot t * B + b.
+
+The parameter names of `token_encoder.*` and `lstm.*` are exactly those of `BiLM`, so a
+character-input LanguageModel becomes a BiLM (and the published files) without any renaming.
+
+Shapes: D directions, B rows, T unroll steps, C = 50 chars, P the projection size, V the
+vocabulary size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import IGNORE_INDEX, LMBatch
+from .model import BiLM, BiLMConfig, CharCNN, ElmoLstm, LstmState
+from .softmax import LogUniformSampler, SoftmaxHead
+
+SOFTMAX_WEIGHT = "softmax/W"  # extra datasets of an exported weights.hdf5 that keeps the head
+SOFTMAX_BIAS = "softmax/b"
+
+
+@dataclass
+class LMOutput:
+    loss: torch.Tensor  # () mean over directions of each direction's mean token loss
+    token_losses: torch.Tensor  # (D, T * B) per-position loss, time-major, 0 at ignored positions
+    counts: torch.Tensor  # (D,) real targets per direction
+    states: list[LstmState]  # final states per layer, detached: next batch's initial states
+
+
+class LanguageModel(nn.Module):
+    """Token encoder (char CNN, or a word embedding for word-input models) + ElmoLstm + softmax."""
+
+    def __init__(self, config: BiLMConfig, vocab_size: int, word_input: bool = False):
+        super().__init__()
+        self.config = config
+        self.word_input = word_input
+        P = config.projection_dim
+        self.token_encoder = nn.Embedding(vocab_size, P) if word_input else CharCNN(config)
+        self.lstm = ElmoLstm(config)
+        self.head = SoftmaxHead(vocab_size, P)
+
+    def zero_states(self, batch: int) -> list[LstmState]:
+        like = self.head.weight
+        return [layer.zero_state(batch, like) for layer in self.lstm.layers]
+
+    def hidden(self, batches: list[LMBatch], states: list[LstmState] | None) -> tuple[torch.Tensor, list[LstmState]]:
+        """One LMBatch per direction -> top LSTM output (D, T * B, P), time-major, and final states."""
+        D = self.config.n_directions
+        if len(batches) != D:
+            raise ValueError(f"expected {D} batches (one per direction), got {len(batches)}")
+        B, T = batches[0].targets.shape
+        device = self.head.weight.device
+        if self.word_input:
+            ids = torch.stack([b.word_ids for b in batches]).transpose(1, 2).to(device)  # (D, T, B)
+            x = self.token_encoder(ids)  # (D, T, B, P)
+        else:
+            chars = torch.stack([b.char_ids for b in batches]).transpose(1, 2).to(device)  # (D, T, B, C)
+            flat = chars.reshape(-1, chars.shape[-1])  # (D * T * B, C)
+            unique, inverse = torch.unique(flat, dim=0, return_inverse=True)
+            x = self.token_encoder(unique)[inverse]  # (D * T * B, P)
+        x = x.reshape(D, T * B, -1)  # (D, T * B, P)
+        if states is None:
+            states = self.zero_states(B)
+        outputs, finals = self.lstm(x, [B] * T, states)
+        top = outputs[-1]  # (D, T * B, P)
+        if self.config.dropout:
+            top = F.dropout(top, self.config.dropout, self.training)  # bilm-tf: dropout before the softmax
+        return top, [(h.detach(), c.detach()) for h, c in finals]
+
+    def forward(self, batches: list[LMBatch], states: list[LstmState] | None = None,
+                sampler: LogUniformSampler | None = None, n_samples: int = 0) -> LMOutput:
+        """The loss of one batch: sampled softmax with `sampler` and `n_samples` > 0 (each direction
+        draws its own shared negatives, as bilm-tf does), else the full softmax."""
+        top, finals = self.hidden(batches, states)
+        losses, counts = [], []
+        for d, batch in enumerate(batches):
+            targets = batch.targets.T.reshape(-1).to(top.device)  # (T * B,) time-major
+            if sampler is not None and 0 < n_samples < self.head.vocab_size:
+                losses.append(self.head.sampled_loss(top[d], targets, sampler, n_samples))
+            else:
+                losses.append(self.head.full_loss(top[d], targets))
+            counts.append((targets != IGNORE_INDEX).sum())
+        token_losses = torch.stack(losses)  # (D, T * B)
+        counts_t = torch.stack(counts)  # (D,)
+        loss = (token_losses.sum(dim=1) / counts_t.clamp(min=1)).mean()
+        return LMOutput(loss, token_losses, counts_t, finals)
+
+    # ----------------------------------------------------------------------------------------
+    # The published files
+
+    def to_bilm(self) -> BiLM:
+        """The trained biLM as the core's BiLM (eval mode, no dropout), sharing no tensors."""
+        if self.word_input:
+            raise ValueError(
+                "only character-input biLMs can be exported to the published options.json + weights.hdf5; "
+                "a word-input model is kept in its training checkpoint"
+            )
+        from dataclasses import replace
+
+        bilm = BiLM(replace(self.config, dropout=0.0))
+        state = {k: v.detach().clone() for k, v in self.state_dict().items()
+                 if k.startswith(("token_encoder.", "lstm."))}
+        bilm.load_state_dict(state)
+        return bilm.to(self.head.weight.device).eval()
+
+    def softmax_arrays(self) -> dict[str, np.ndarray]:
+        return {SOFTMAX_WEIGHT: self.head.weight.detach().cpu().float().numpy(),
+                SOFTMAX_BIAS: self.head.bias.detach().cpu().float().numpy()}
+
+    def load_published(self, weight_file: str) -> bool:
+        """Initialises the token encoder and LSTMs from a published weights.hdf5 (same options).
+
+        The softmax is taken from the file when it holds one of the right size (an export made
+        with `keep_softmax`), else left as initialised. Returns whether the softmax was loaded.
+        """
+        import h5py
+
+        from .formats import read_weights, state_dict_from_arrays
+
+        if self.word_input:
+            raise ValueError("a published weights.hdf5 holds a character-input biLM; set word_input to false")
+        state = state_dict_from_arrays(self.config, read_weights(weight_file, self.config))
+        missing = self.load_state_dict(state, strict=False).missing_keys
+        assert all(k.startswith("head.") for k in missing), missing
+        with h5py.File(weight_file, "r") as f:
+            if SOFTMAX_WEIGHT in f and f[SOFTMAX_WEIGHT].shape == tuple(self.head.weight.shape):
+                with torch.no_grad():
+                    self.head.weight.copy_(torch.from_numpy(f[SOFTMAX_WEIGHT][...]))
+                    self.head.bias.copy_(torch.from_numpy(f[SOFTMAX_BIAS][...]))
+                return True
+        return False

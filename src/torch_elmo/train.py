@@ -1,0 +1,548 @@
+"""Training a biLM on any corpus: configuration, the training loop, checkpoints, evaluation,
+export, and the command line.
+
+Read top to bottom:
+    TrainConfig   every hyper-parameter, with bilm-tf's recipe as defaults; from a JSON file, then
+                  overridden by `key=value` pairs (the command line's `--set`)
+    Trainer       builds vocabulary, model, optimizer, sampler and data stream; `train()` runs
+                  the updates with checkpoints at an interval and on SIGINT / SIGTERM;
+                  `Trainer.resume(run_dir)` continues exactly where a checkpoint left off
+    evaluate      held-out perplexity, forward / backward / mean, full softmax, streamed
+    export        options.json + weights.hdf5 in the published layout (+ vocab.txt)
+    main          `python -m torch_elmo.train {vocab,train,resume,evaluate,export} ...`
+
+A run directory holds config.json, vocab.txt, checkpoint.pt (written atomically), and
+metrics.jsonl (one JSON object per logged step or evaluation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .data import BidirectionalBatcher, DataError, Vocabulary, corpus_files, count_inputs
+from .formats import atomic_path, read_options, save_bilm, write_options
+from .lm import LanguageModel
+from .model import BiLMConfig
+from .softmax import LogUniformSampler
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+VOCAB = "vocab.txt"
+METRICS = "metrics.jsonl"
+
+
+class TrainError(ValueError):
+    """A training setup that cannot work, with the fix in the message."""
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; defaults are bilm-tf's recipe and model."""
+
+    train: list[str] | str = ""  # corpus: files or globs, one whitespace-tokenized sentence a line
+    heldout: list[str] | str | None = None  # evaluated at eval_every and at the end
+    run_dir: str = "runs/elmo"
+    vocab: str | None = None  # an existing vocabulary file; None: built from the training corpus
+    min_count: int = 1
+    max_vocab_size: int | None = None  # the special tokens included
+
+    options: str | None = None  # a published options.json giving the architecture; else `bilm`
+    bilm: dict = field(default_factory=dict)  # BiLMConfig fields overriding its defaults
+    n_directions: int = 2  # 1: a forward-only LM
+    word_input: bool = False  # word embeddings instead of the char CNN
+    init_weights: str | None = None  # a published weights.hdf5 to continue training from
+
+    batch_size: int = 128  # rows per process
+    unroll_steps: int = 20
+    n_epochs: int = 10
+    max_updates: int | None = None  # overrides the count that follows from the data and n_epochs
+    n_negative_samples: int = 8192  # 0 (or >= the vocabulary size): full softmax
+    optimizer: str = "adagrad"  # "adagrad" or "sgd"
+    lr: float = 0.2
+    initial_accumulator_value: float = 1.0
+    clip_norm: float = 10.0
+    dropout: float = 0.1
+    seed: int = 0
+
+    checkpoint_every: int = 1000  # updates
+    eval_every: int | None = None  # updates
+    eval_batch_size: int = 32
+    log_every: int = 10  # updates
+    progress: bool = True
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike, **overrides) -> "TrainConfig":
+        try:
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise TrainError(f"{path}: no such config file") from None
+        except json.JSONDecodeError as e:
+            raise TrainError(f"{path}: not a JSON config ({e})") from None
+        return cls.from_dict({**values, **overrides}, source=str(path))
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TrainError(f"{source}: unknown setting(s) {unknown}; the settings are {sorted(known)}")
+        return cls(**values)
+
+    def with_overrides(self, pairs: list[str]) -> "TrainConfig":
+        """Applies `key=value` pairs (value read as JSON when it parses, else as a string);
+        `bilm.KEY=value` sets one architecture field."""
+        values = asdict(self)
+        for pair in pairs:
+            if "=" not in pair:
+                raise TrainError(f"--set {pair!r}: expected key=value")
+            key, raw = pair.split("=", 1)
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            if key.startswith("bilm."):
+                values["bilm"] = {**values["bilm"], key[5:]: value}
+            else:
+                values[key] = value
+        return TrainConfig.from_dict(values, source="--set")
+
+    def bilm_config(self) -> BiLMConfig:
+        """The architecture: the options file or `bilm` overrides, with this run's dropout and
+        number of directions."""
+        if self.options is not None:
+            base = read_options(self.options)
+        else:
+            names = {f.name for f in fields(BiLMConfig)}
+            unknown = sorted(set(self.bilm) - names)
+            if unknown:
+                raise TrainError(f"bilm: unknown field(s) {unknown}; the fields are {sorted(names)}")
+            values = dict(self.bilm)
+            if "filters" in values:
+                values["filters"] = tuple(tuple(f) for f in values["filters"])
+            base = BiLMConfig(**values)
+        return replace(base, dropout=self.dropout, n_directions=self.n_directions)
+
+
+ARCHITECTURE_FIELDS = ("filters", "char_embed_dim", "n_highway", "activation", "n_characters", "max_chars",
+                       "lstm_dim", "projection_dim", "n_layers", "cell_clip", "proj_clip",
+                       "use_skip_connections", "n_directions")
+
+
+def _architecture(config: BiLMConfig) -> dict:
+    d = asdict(config)
+    d["filters"] = [list(f) for f in config.filters]
+    return {k: d[k] for k in ARCHITECTURE_FIELDS}
+
+
+# --------------------------------------------------------------------------------------------
+# Distributed helpers (single process when torch.distributed is not initialised)
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer
+
+
+class Trainer:
+    """One training run in `config.run_dir`. Construct to start afresh, `Trainer.resume` to go on."""
+
+    def __init__(self, config: TrainConfig, *, device: str | torch.device = "cpu", _resuming: bool = False):
+        self.config = config
+        self.device = torch.device(device)
+        self.rank, self.world_size = _dist_info()
+        self.run_dir = Path(config.run_dir)
+        if not config.train:
+            raise TrainError("no training corpus: set `train` to one or more files or a glob")
+        self.files = corpus_files(config.train)
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+
+        self.vocab = self._vocabulary(_resuming)
+        self.bilm_config = config.bilm_config()
+        torch.manual_seed(config.seed)
+        self.model = LanguageModel(self.bilm_config, len(self.vocab), config.word_input).to(self.device)
+        if config.init_weights and not _resuming:
+            self.model.load_published(config.init_weights)
+        self.ddp = None
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(self.model)
+        self.optimizer = self._optimizer()
+        self.sampler = LogUniformSampler(len(self.vocab), seed=config.seed + 7919 * self.rank)
+        self.data = BidirectionalBatcher(self.files, self.vocab, config.batch_size, config.unroll_steps,
+                                         n_directions=config.n_directions, seed=config.seed,
+                                         rank=self.rank, world_size=self.world_size)
+        self.states = None  # per layer (h, c), carried from batch to batch
+        self.step = 0
+        self.tokens = 0  # target tokens trained on, this process
+        self.n_updates = self._count_updates()
+        if self.rank == 0 and not _resuming:
+            self._write_config()
+        self._stop_signal: int | None = None
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _vocabulary(self, resuming: bool) -> Vocabulary:
+        saved = self.run_dir / VOCAB
+        if resuming:
+            return Vocabulary.read(saved)
+        if self.config.vocab is not None:
+            vocab = Vocabulary.read(self.config.vocab)
+        else:
+            vocab = Vocabulary.build(self.files, self.config.min_count, self.config.max_vocab_size)
+        if self.rank == 0:
+            vocab.write(saved)
+        return vocab
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        params = self.model.parameters()
+        if c.optimizer == "adagrad":
+            return torch.optim.Adagrad(params, lr=c.lr, initial_accumulator_value=c.initial_accumulator_value)
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=c.lr)
+        raise TrainError(f"optimizer {c.optimizer!r}: expected \"adagrad\" or \"sgd\"")
+
+    def _count_updates(self) -> int:
+        """Updates = epochs x input tokens of the corpus / tokens per update (all processes)."""
+        if self.config.max_updates is not None:
+            return self.config.max_updates
+        per_update = self.config.batch_size * self.config.unroll_steps * self.world_size
+        n_inputs = count_inputs(self.files)
+        if n_inputs == 0:
+            raise DataError(f"the training corpus {self.files} has no sentences (every line is blank)")
+        return max(1, self.config.n_epochs * n_inputs // per_update)
+
+    def _write_config(self) -> None:
+        with atomic_path(self.run_dir / CONFIG) as tmp:
+            Path(tmp).write_text(json.dumps(asdict(self.config), indent=2) + "\n", encoding="utf-8")
+
+    # -- one update ----------------------------------------------------------------------------
+
+    def train_step(self) -> float:
+        """One update on the next batch; returns its loss (mean over directions and tokens)."""
+        batches = self.data.next_batch()
+        self.model.train()
+        module = self.ddp if self.ddp is not None else self.model
+        n_samples = self.config.n_negative_samples
+        out = module(batches, self.states, self.sampler, n_samples)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if self.config.clip_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
+        self.optimizer.step()
+        self.states = out.states
+        self.step += 1
+        self.tokens += int(out.counts[0])
+        return float(out.loss.detach())
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def train(self, max_steps: int | None = None) -> dict:
+        """Trains until `n_updates` (or `max_steps` more updates); checkpoints at
+        `checkpoint_every`, at the end, and on SIGINT / SIGTERM (then stops). Returns the last
+        metrics."""
+        from tqdm.auto import tqdm
+
+        c = self.config
+        end = self.n_updates if max_steps is None else min(self.n_updates, self.step + max_steps)
+        previous = self._install_signal_handlers()
+        bar = tqdm(total=self.n_updates, initial=self.step, disable=not c.progress or self.rank != 0,
+                   unit="upd", dynamic_ncols=True)
+        last: dict = {}
+        window_loss, window_n, window_tokens, t0 = 0.0, 0, 0, time.perf_counter()
+        try:
+            while self.step < end and self._stop_signal is None:
+                tokens_before = self.tokens
+                loss = self.train_step()
+                window_loss, window_n = window_loss + loss, window_n + 1
+                window_tokens += (self.tokens - tokens_before) * self.world_size
+                bar.update(1)
+                if self.step % c.log_every == 0 or self.step == end:
+                    dt = time.perf_counter() - t0
+                    mean = window_loss / window_n
+                    last = {"event": "train", "step": self.step, "loss": mean, "ppl": math.exp(min(mean, 50.0)),
+                            "tokens_per_s": window_tokens / max(dt, 1e-9),
+                            "epoch": self.step / self.n_updates * c.n_epochs}
+                    bar.set_postfix(loss=f"{mean:.3f}", ppl=f"{last['ppl']:.1f}",
+                                    tok_s=f"{last['tokens_per_s']:.0f}")
+                    self.log(last)
+                    window_loss, window_n, window_tokens, t0 = 0.0, 0, 0, time.perf_counter()
+                if c.heldout and c.eval_every and self.step % c.eval_every == 0:
+                    self.log({"event": "eval", "step": self.step, **self.evaluate()})
+                if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                    self.save_checkpoint()
+            self.save_checkpoint()
+            if self._stop_signal is not None:
+                self.log({"event": "stopped", "step": self.step, "signal": self._stop_signal})
+            elif self.step >= self.n_updates and c.heldout:
+                last = {"event": "eval", "step": self.step, **self.evaluate()}
+                self.log(last)
+        finally:
+            bar.close()
+            self._restore_signal_handlers(previous)
+        return last
+
+    def _install_signal_handlers(self):
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def stop(signum, frame):
+            self._stop_signal = signum
+
+        return {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def _restore_signal_handlers(previous) -> None:
+        for s, handler in (previous or {}).items():
+            signal.signal(s, handler)
+
+    def log(self, record: dict) -> None:
+        if self.rank == 0:
+            with open(self.run_dir / METRICS, "a", encoding="utf-8") as f:
+                f.write(json.dumps({**record, "time": time.time()}) + "\n")
+
+    def evaluate(self, files=None) -> dict:
+        files = corpus_files(files if files is not None else self.config.heldout)
+        return evaluate(self.model, files, self.vocab, self.config.eval_batch_size, self.config.unroll_steps)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything that decides the rest of the run (this process's part)."""
+        return {
+            "step": self.step, "tokens": self.tokens,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(), "data": self.data.state_dict(),
+            "states": self.states, "torch_rng": torch.get_rng_state(),
+        }
+
+    def save_checkpoint(self) -> None:
+        """Writes run_dir/checkpoint.pt atomically (rank 0, with every rank's data position and
+        LSTM states), so that a crash or a full disk leaves the previous checkpoint whole."""
+        own = self.state_dict()
+        per_rank = {k: own[k] for k in ("data", "states", "sampler", "torch_rng", "tokens")}
+        if self.world_size > 1:
+            gathered: list = [None] * self.world_size
+            dist.all_gather_object(gathered, _to_cpu(per_rank))
+        else:
+            gathered = [per_rank]
+        if self.rank == 0:
+            checkpoint = {
+                "format": 1, "step": self.step, "n_updates": self.n_updates, "world_size": self.world_size,
+                "config": asdict(self.config), "architecture": _architecture(self.bilm_config),
+                "vocab_size": len(self.vocab), "word_input": self.config.word_input,
+                "model": own["model"], "optimizer": own["optimizer"], "ranks": gathered,
+            }
+            with atomic_path(self.run_dir / CHECKPOINT) as tmp:
+                torch.save(checkpoint, tmp)
+        if self.world_size > 1:
+            dist.barrier()
+
+    @classmethod
+    def resume(cls, run_dir: str | os.PathLike, overrides: list[str] | None = None, *,
+               device: str | torch.device = "cpu") -> "Trainer":
+        """Continues the run in `run_dir` from its checkpoint. `overrides` may change settings that
+        do not alter the model or the data order (epochs, intervals, progress, eval sets)."""
+        run_dir = Path(run_dir)
+        path = run_dir / CHECKPOINT
+        if not path.is_file():
+            raise TrainError(f"{path}: no checkpoint to resume from; start the run with `train` first")
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        config = TrainConfig.from_dict(checkpoint["config"]).with_overrides(overrides or [])
+        config = replace(config, run_dir=str(run_dir))
+        frozen = ("train", "vocab", "options", "bilm", "n_directions", "word_input", "batch_size",
+                  "unroll_steps", "n_negative_samples", "optimizer", "seed")
+        changed = [k for k in frozen if getattr(config, k) != checkpoint["config"][k]]
+        if changed:
+            raise TrainError(f"{path}: cannot change {changed} when resuming; start a new run instead")
+        arch = _architecture(config.bilm_config())
+        if arch != checkpoint["architecture"]:
+            diff = {k: (checkpoint["architecture"][k], arch[k]) for k in arch if arch[k] != checkpoint["architecture"][k]}
+            raise TrainError(
+                f"{path}: the model options disagree with the checkpoint (checkpoint, options): {diff}; "
+                "resume with the options the run was started with"
+            )
+        trainer = cls(config, device=device, _resuming=True)
+        if checkpoint["world_size"] != trainer.world_size:
+            raise TrainError(
+                f"{path}: written by {checkpoint['world_size']} process(es), resumed with {trainer.world_size}; "
+                "resume with the same number of processes"
+            )
+        if checkpoint["vocab_size"] != len(trainer.vocab):
+            raise TrainError(f"{path}: vocabulary size {checkpoint['vocab_size']} != {len(trainer.vocab)} in {VOCAB}")
+        trainer.load_state_dict(checkpoint)
+        return trainer
+
+    def load_state_dict(self, checkpoint: dict) -> None:
+        own = checkpoint["ranks"][self.rank]
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.sampler.load_state_dict(own["sampler"])
+        self.data.load_state_dict(own["data"])
+        self.states = None if own["states"] is None else [
+            (h.to(self.device), c.to(self.device)) for h, c in own["states"]]
+        torch.set_rng_state(own["torch_rng"])
+        self.step, self.tokens = checkpoint["step"], own["tokens"]
+        if self.config.max_updates is None and checkpoint["config"]["n_epochs"] == self.config.n_epochs:
+            self.n_updates = checkpoint["n_updates"]
+
+    # -- export ------------------------------------------------------------------------------------
+
+    def export(self, out_dir: str | os.PathLike, keep_softmax: bool = False) -> None:
+        export(self.model, self.vocab, out_dir, keep_softmax)
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation and export
+
+
+@torch.no_grad()
+def evaluate(model: LanguageModel, files: list[str], vocab: Vocabulary, batch_size: int = 32,
+             unroll_steps: int = 20, max_logits: int = 2**24) -> dict:
+    """Held-out perplexity with the full softmax: every sentence once, in order, LSTM states
+    carried from batch to batch as in training; positions are scored in chunks of at most
+    `max_logits` logits, so memory stays bounded for any file and vocabulary size."""
+    was_training = model.training
+    model.eval()
+    D = model.config.n_directions
+    data = BidirectionalBatcher(files, vocab, batch_size, unroll_steps, n_directions=D, train=False)
+    sums, counts = torch.zeros(D, dtype=torch.float64), torch.zeros(D, dtype=torch.float64)
+    states = None
+    chunk = max(1, max_logits // model.head.vocab_size)
+    for batches in data:
+        top, states = model.hidden(batches, states)  # (D, T * B, P)
+        for d, batch in enumerate(batches):
+            targets = batch.targets.T.reshape(-1).to(top.device)  # (T * B,)
+            for h_part, t_part in zip(top[d].split(chunk), targets.split(chunk)):
+                sums[d] += model.head.full_loss(h_part, t_part).double().sum().cpu()
+            counts[d] += batch.n_targets
+    model.train(was_training)
+    losses = (sums / counts.clamp(min=1)).tolist()
+    result = {"forward_ppl": math.exp(losses[0]), "forward_loss": losses[0], "tokens": int(counts[0])}
+    if D == 2:
+        result.update(backward_ppl=math.exp(losses[1]), backward_loss=losses[1])
+    result["ppl"] = math.exp(sum(losses) / D)
+    return result
+
+
+def export(model: LanguageModel, vocab: Vocabulary, out_dir: str | os.PathLike, keep_softmax: bool = False) -> None:
+    """Writes out_dir/options.json, weights.hdf5 (published layout; with `keep_softmax`, also the
+    datasets softmax/W (V, P) and softmax/b (V,)) and vocab.txt."""
+    out_dir = Path(out_dir)
+    extra = model.softmax_arrays() if keep_softmax else None
+    save_bilm(model.to_bilm(), out_dir / "options.json", out_dir / "weights.hdf5", extra_arrays=extra)
+    vocab.write(out_dir / VOCAB)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m torch_elmo.train", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("vocab", help="build a vocabulary file from a corpus")
+    p.add_argument("corpus", nargs="+")
+    p.add_argument("--out", required=True)
+    p.add_argument("--min-count", type=int, default=1)
+    p.add_argument("--max-size", type=int, default=None)
+
+    p = sub.add_parser("train", help="start a training run")
+    p.add_argument("--config", help="a JSON file of TrainConfig settings")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting (bilm.lstm_dim=16 for an architecture field); repeatable")
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("resume", help="continue a run from its checkpoint")
+    p.add_argument("run_dir")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("evaluate", help="held-out perplexity of a run's checkpoint")
+    p.add_argument("run_dir")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--batch-size", type=int, default=32)
+
+    p = sub.add_parser("export", help="write options.json + weights.hdf5 from a run's checkpoint")
+    p.add_argument("run_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--keep-softmax", action="store_true")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "vocab":
+            vocab = Vocabulary.build(args.corpus, args.min_count, args.max_size)
+            vocab.write(args.out)
+            print(f"{args.out}: {len(vocab)} tokens")
+        elif args.command in ("train", "resume"):
+            _init_distributed()
+            if args.command == "train":
+                config = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+                trainer = Trainer(config.with_overrides(args.set), device=_local_device(args.device))
+            else:
+                trainer = Trainer.resume(args.run_dir, args.set, device=_local_device(args.device))
+            print(json.dumps(trainer.train()))
+        else:
+            trainer = Trainer.resume(args.run_dir, ["progress=false"])
+            if args.command == "evaluate":
+                model, vocab = trainer.model, trainer.vocab
+                print(json.dumps(evaluate(model, corpus_files(args.files), vocab, args.batch_size,
+                                          trainer.config.unroll_steps)))
+            else:
+                trainer.export(args.out_dir, args.keep_softmax)
+                print(f"{args.out_dir}: options.json, weights.hdf5, {VOCAB}")
+    except (TrainError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _init_distributed() -> None:
+    """Joins the process group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def _local_device(device: str) -> torch.device:
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return torch.device(device)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

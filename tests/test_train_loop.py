@@ -1,0 +1,208 @@
+"""Training, resume, evaluation, export (torch_elmo.train, torch_elmo.lm)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import h5py
+import pytest
+import torch
+
+from torch_elmo.chars import batch_to_ids
+from torch_elmo.data import DataError
+from torch_elmo.formats import load_bilm
+from torch_elmo.train import TrainConfig, Trainer, TrainError, evaluate, main
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "bilm-tf"
+TRAIN = SHARED / "train"
+TINY = {"filters": [[1, 8], [2, 8], [3, 16], [4, 32], [5, 64]], "char_embed_dim": 4, "n_highway": 1,
+        "lstm_dim": 16, "projection_dim": 8, "n_layers": 2, "use_skip_connections": True}
+
+
+def tiny_config(tmp_path, **kw) -> TrainConfig:
+    """bilm-tf's test_training setup: batch 2, unroll 10, LSTM 16, projection 8."""
+    values = dict(train=str(TRAIN / "data.txt"), heldout=str(TRAIN / "data.txt"), vocab=str(TRAIN / "vocab.txt"),
+                  run_dir=str(tmp_path / "run"), bilm=dict(TINY), batch_size=2, unroll_steps=10, n_epochs=50,
+                  n_negative_samples=6, checkpoint_every=0, progress=False, eval_batch_size=2)
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def corpus(tmp_path, n_shards=2) -> list[str]:
+    lines = (TRAIN / "data.txt").read_text().splitlines()
+    paths = []
+    for k in range(n_shards):
+        p = tmp_path / f"shard{k}.txt"
+        p.write_text("\n".join(lines[k::n_shards]) + "\n\n")
+        paths.append(str(p))
+    return paths
+
+
+def params(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def test_tiny_char_bilm_learns_the_fixture(tmp_path):
+    """The original's test: 50 epochs on train/data.txt, held-out perplexity below 20."""
+    trainer = Trainer(tiny_config(tmp_path))
+    assert trainer.n_updates == 50 * 139 // 20  # from the data: 134 words + 5 sentences
+    result = trainer.train()
+    assert result["event"] == "eval" and result["tokens"] == 139
+    assert result["ppl"] < 20 and result["forward_ppl"] < 20 and result["backward_ppl"] < 20
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["event"] == "train" and {"loss", "ppl", "tokens_per_s"} <= set(records[0])
+
+
+def test_resume_continues_exactly(tmp_path):
+    """N updates in one go == k updates, checkpoint, a new process state, N - k more."""
+    files = corpus(tmp_path)
+    config = tiny_config(tmp_path, train=files, vocab=None, max_updates=12, heldout=None)
+    straight = Trainer(replace(config, run_dir=str(tmp_path / "a")))
+    straight.train()
+
+    first = Trainer(replace(config, run_dir=str(tmp_path / "b")))
+    first.train(max_steps=5)
+    torch.manual_seed(1234)  # the resumed run must not depend on the process's RNG
+    resumed = Trainer.resume(tmp_path / "b")
+    assert resumed.step == 5
+    resumed.train()
+    assert resumed.step == straight.step == 12
+    a, b = params(straight), params(resumed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
+    for (ha, ca), (hb, cb) in zip(straight.states, resumed.states):
+        assert torch.allclose(ha, hb, atol=1e-6) and torch.allclose(ca, cb, atol=1e-6)
+
+
+def test_signal_checkpoints_and_stops(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, max_updates=50, heldout=None))
+    step = trainer.train_step
+
+    def step_then_signal():
+        loss = step()
+        if trainer.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    trainer.train_step = step_then_signal
+    trainer.train()
+    assert trainer.step == 3
+    assert Trainer.resume(tmp_path / "run").step == 3
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config(tmp_path, max_updates=4, heldout=None))
+    trainer.train(max_steps=2)
+    trainer.save_checkpoint()
+    path = tmp_path / "run" / "checkpoint.pt"
+    before = path.read_bytes()
+
+    def disk_full(obj, f, *a, **kw):
+        Path(f).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    trainer.train_step()
+    with pytest.raises(OSError, match="No space"):
+        trainer.save_checkpoint()
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_export_round_trip_and_continue_from_published(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, max_updates=5, heldout=None))
+    trainer.train()
+    out = tmp_path / "export"
+    trainer.export(out, keep_softmax=True)
+    options = json.loads((out / "options.json").read_text())
+    assert options["char_cnn"]["n_characters"] == 262 and options["lstm"]["use_skip_connections"] is True
+    with h5py.File(out / "weights.hdf5") as f:
+        assert f["softmax/W"].shape == (32, 8) and f["softmax/b"].shape == (32,)
+    ids = batch_to_ids([["neural", "nets", "."], ["words"]])
+    expected = trainer.model.to_bilm()(ids).layers
+    loaded = load_bilm(out / "options.json", out / "weights.hdf5")(ids).layers
+    for x, y in zip(expected, loaded):
+        assert torch.equal(x, y)
+
+    # continue training from the export: the softmax is restored when kept, fresh otherwise
+    cont = Trainer(tiny_config(tmp_path, run_dir=str(tmp_path / "cont"), options=str(out / "options.json"),
+                               init_weights=str(out / "weights.hdf5"), max_updates=1, heldout=None))
+    assert torch.equal(cont.model.head.weight, trainer.model.head.weight)
+    published = SHARED / "model"
+    vocab = tmp_path / "v.txt"
+    vocab.write_text("<S>\n</S>\n<UNK>\n" + "".join(f"{w}\n" for w in ["the", "of"]))
+    fresh = Trainer(tiny_config(tmp_path, run_dir=str(tmp_path / "pub"), options=str(published / "options.json"),
+                                init_weights=str(published / "lm_weights.hdf5"), vocab=str(vocab),
+                                max_updates=2, heldout=None))
+    before = fresh.model.to_bilm()(ids).layers[-1]
+    assert torch.allclose(before, load_bilm(published / "options.json", published / "lm_weights.hdf5")(ids).layers[-1])
+    fresh.train()
+    assert fresh.step == 2
+
+
+def test_options_that_disagree_with_the_checkpoint_are_refused(tmp_path):
+    options = tmp_path / "options.json"
+    src = json.loads((SHARED / "model" / "options.json").read_text())
+    src["char_cnn"]["n_characters"] = 262
+    options.write_text(json.dumps(src))
+    Trainer(tiny_config(tmp_path, options=str(options), max_updates=1, heldout=None)).train()
+    src["lstm"]["dim"] = 32
+    options.write_text(json.dumps(src))
+    with pytest.raises(TrainError, match="disagree with the checkpoint.*lstm_dim"):
+        Trainer.resume(tmp_path / "run")
+    with pytest.raises(TrainError, match="cannot change.*batch_size"):
+        Trainer.resume(tmp_path / "run", ["batch_size=4"])
+
+
+def test_config_file_overrides_and_bad_settings(tmp_path):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"batch_size": 3, "bilm": {"lstm_dim": 16}}))
+    config = TrainConfig.from_json(path).with_overrides(["lr=0.5", "bilm.projection_dim=8", "train=x.txt"])
+    assert (config.batch_size, config.lr, config.train) == (3, 0.5, "x.txt")
+    assert config.bilm_config().lstm_dim == 16 and config.bilm_config().projection_dim == 8
+    assert config.bilm_config().dropout == 0.1  # the recipe's default
+    defaults = TrainConfig()
+    assert (defaults.optimizer, defaults.lr, defaults.initial_accumulator_value, defaults.clip_norm,
+            defaults.unroll_steps, defaults.n_negative_samples) == ("adagrad", 0.2, 1.0, 10.0, 20, 8192)
+    with pytest.raises(TrainError, match="unknown setting.*'lrate'"):
+        config.with_overrides(["lrate=1"])
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(DataError, match="no sentences"):
+        Trainer(tiny_config(tmp_path, train=str(empty), vocab=None))
+
+
+def test_word_input_and_forward_only_models_train(tmp_path):
+    word = Trainer(tiny_config(tmp_path, word_input=True, max_updates=30, heldout=None, n_negative_samples=0))
+    start = evaluate(word.model, [str(TRAIN / "data.txt")], word.vocab, 2, 10)["ppl"]
+    word.train()
+    assert evaluate(word.model, [str(TRAIN / "data.txt")], word.vocab, 2, 10)["ppl"] < start
+    fwd = Trainer(tiny_config(tmp_path, run_dir=str(tmp_path / "fwd"), n_directions=1, max_updates=3))
+    result = fwd.train()
+    assert "backward_ppl" not in result and result["ppl"] == result["forward_ppl"]
+
+
+def test_command_line(tmp_path, capsys):
+    vocab = tmp_path / "vocab.txt"
+    assert main(["vocab", str(TRAIN / "data.txt"), "--out", str(vocab), "--min-count", "2"]) == 0
+    ours, original = vocab.read_text().splitlines(), (TRAIN / "vocab.txt").read_text().splitlines()
+    assert ours[:5] == original[:5] and sorted(ours) == sorted(original)  # ties may be ordered differently
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"bilm": TINY, "batch_size": 2, "unroll_steps": 10, "progress": False}))
+    run = tmp_path / "run"
+    args = ["train", "--config", str(cfg), "--set", f"train={TRAIN / 'data.txt'}", "--set", f"run_dir={run}",
+            "--set", "max_updates=2", "--set", "n_negative_samples=4"]
+    assert main(args) == 0
+    assert main(["resume", str(run), "--set", "max_updates=3"]) == 0
+    assert main(["evaluate", str(run), str(TRAIN / "data.txt")]) == 0
+    assert "forward_ppl" in capsys.readouterr().out.splitlines()[-1]
+    assert main(["export", str(run), str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "weights.hdf5").is_file()
+    assert main(["resume", str(tmp_path / "nothing")]) == 2
