@@ -187,7 +187,9 @@ class Trainer:
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
+            # DDP starts every rank from rank 0's weights; each rank then draws its own dropout masks
             self.ddp = DistributedDataParallel(self.model)
+            torch.manual_seed(config.seed + 1_000_003 * self.rank)
         self.optimizer = self._optimizer()
         self.sampler = LogUniformSampler(len(self.vocab), seed=config.seed + 7919 * self.rank)
         self.data = BidirectionalBatcher(self.files, self.vocab, config.batch_size, config.unroll_steps,
