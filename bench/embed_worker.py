@@ -1,0 +1,102 @@
+"""One side of bench/embed.py: loads a model with one implementation and embeds the workload
+when told to, so that both implementations run in their own interpreter, alternated.
+
+Commands on stdin, one JSON line each on stdout: `pass` embeds the whole workload once,
+`peak` measures this process's float32 matmul rate, `check N` returns the first N sentences'
+vectors, `exit` reports peak RSS and leaves. Run by bench/embed.py, not by hand.
+"""
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def ours(options, weights, batch_size, dtype):
+    from torch_elmo import ElmoEmbedder
+
+    embedder = ElmoEmbedder(options, weights, dtype=getattr(torch, dtype))
+    return lambda sentences: list(embedder.embed_sentences(sentences, batch_size=batch_size))
+
+
+def allennlp(options, weights, batch_size, dtype, by_length=False):
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from allennlp.modules.elmo import _ElmoBiLm, batch_to_ids
+
+    bilm = _ElmoBiLm(options, weights).eval().to(getattr(torch, dtype))
+
+    def embed(sentences):
+        order = list(range(len(sentences)))  # in input order, as AllenNLP's own embedding tools run
+        if by_length:
+            order.sort(key=lambda i: len(sentences[i]))
+        results = [None] * len(sentences)
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                bilm._elmo_lstm.reset_states()  # the job is stateless
+                out = bilm(batch_to_ids([sentences[i] for i in rows]))
+                layers = torch.stack(out["activations"], dim=1)[:, :, 1:-1]  # drop <S>, </S>
+                lengths = (out["mask"].sum(dim=1) - 2).tolist()
+                for k, i in enumerate(rows):
+                    results[i] = layers[k, :, : lengths[k]].numpy()
+        return results
+
+    return embed
+
+
+def matmul_peak(seconds: float = 3.0) -> float:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    best = 0.0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        best = max(best, 4 * 2 * 2048**3 / (time.perf_counter() - t))
+    return best
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("impl", choices=["ours", "allennlp"])
+    parser.add_argument("options")
+    parser.add_argument("weights")
+    parser.add_argument("workload")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--by-length", action="store_true", help="allennlp: batch sentences grouped by length")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    sentences = [line.split() for line in open(args.workload, encoding="utf-8")]
+    if args.impl == "ours":
+        embed = ours(args.options, args.weights, args.batch_size, args.dtype)
+    else:
+        embed = allennlp(args.options, args.weights, args.batch_size, args.dtype, args.by_length)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if command[0] == "pass":
+            t = time.perf_counter()
+            arrays = embed(sentences)
+            seconds = time.perf_counter() - t
+            print(json.dumps({"seconds": seconds, "tokens": sum(a.shape[1] for a in arrays)}), flush=True)
+        elif command[0] == "peak":
+            print(json.dumps({"flops": matmul_peak()}), flush=True)
+        elif command[0] == "check":
+            arrays = embed(sentences[: int(command[1])])
+            print(json.dumps({"arrays": [a.astype(np.float64).tolist() for a in arrays]}), flush=True)
+        elif command[0] == "exit":
+            rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(json.dumps({"peak_rss_mb": rss_mb}), flush=True)
+            return
+
+
+if __name__ == "__main__":
+    main()
