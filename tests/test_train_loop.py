@@ -206,3 +206,17 @@ def test_command_line(tmp_path, capsys):
     assert main(["export", str(run), str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "weights.hdf5").is_file()
     assert main(["resume", str(tmp_path / "nothing")]) == 2
+
+
+def test_lr_decay_on_plateau_and_curves(tmp_path):
+    """Kim et al.'s recipe: SGD, lr halved when held-out perplexity does not improve enough."""
+    trainer = Trainer(tiny_config(tmp_path, optimizer="sgd", lr=1.0, lr_decay=0.5, lr_decay_threshold=1e9,
+                                  eval_every=2, max_updates=6, n_negative_samples=0))
+    trainer.train()
+    # three evaluations: the first sets the reference, the next two are not 1e9 better
+    assert trainer.optimizer.param_groups[0]["lr"] == 0.25
+    resumed = Trainer.resume(tmp_path / "run")
+    assert resumed.optimizer.param_groups[0]["lr"] == 0.25 and resumed.best_heldout == trainer.best_heldout
+    pytest.importorskip("matplotlib")
+    assert main(["plot", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "perplexity.png").read_bytes()[:4] == b"\x89PNG"

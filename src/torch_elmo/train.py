@@ -9,7 +9,7 @@ Read top to bottom:
                   `Trainer.resume(run_dir)` continues exactly where a checkpoint left off
     evaluate      held-out perplexity, forward / backward / mean, full softmax, streamed
     export        options.json + weights.hdf5 in the published layout (+ vocab.txt)
-    main          `python -m torch_elmo.train {vocab,train,resume,evaluate,export} ...`
+    main          `python -m torch_elmo.train {vocab,train,resume,evaluate,export,plot} ...`
 
 A run directory holds config.json, vocab.txt, checkpoint.pt (written atomically), and
 metrics.jsonl (one JSON object per logged step or evaluation).
@@ -78,6 +78,9 @@ class TrainConfig:
     clip_norm: float = 10.0
     dropout: float = 0.1
     seed: int = 0
+    lr_decay: float | None = None  # at each held-out evaluation that does not beat the best
+    lr_decay_threshold: float = 0.0  # perplexity by more than this, lr *= lr_decay (Kim et al.: 0.5, 1.0)
+    bf16: bool = False  # bfloat16 autocast on GPU
 
     checkpoint_every: int = 1000  # updates
     eval_every: int | None = None  # updates
@@ -198,6 +201,7 @@ class Trainer:
         self.states = None  # per layer (h, c), carried from batch to batch
         self.step = 0
         self.tokens = 0  # target tokens trained on, this process
+        self.best_heldout = math.inf  # best held-out perplexity so far (for lr_decay)
         self.n_updates = self._count_updates()
         if self.rank == 0 and not _resuming:
             self._write_config()
@@ -248,7 +252,8 @@ class Trainer:
         self.model.train()
         module = self.ddp if self.ddp is not None else self.model
         n_samples = self.config.n_negative_samples
-        out = module(batches, self.states, self.sampler, n_samples)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast()):
+            out = module(batches, self.states, self.sampler, n_samples)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         if self.config.clip_norm:
@@ -258,6 +263,23 @@ class Trainer:
         self.step += 1
         self.tokens += int(out.counts[0])
         return float(out.loss.detach())
+
+    def _autocast(self) -> bool:
+        if self.config.bf16 and self.device.type != "cuda":
+            raise TrainError("bf16 autocast is for GPU training; set bf16 to false on CPU")
+        return self.config.bf16
+
+    def _evaluate_and_adapt(self) -> dict:
+        """Held-out evaluation; with lr_decay, the learning rate drops when it did not improve."""
+        record = {"event": "eval", "step": self.step, **self.evaluate()}
+        if self.config.lr_decay is not None:
+            if record["ppl"] > self.best_heldout - self.config.lr_decay_threshold:
+                for group in self.optimizer.param_groups:
+                    group["lr"] *= self.config.lr_decay
+            self.best_heldout = min(self.best_heldout, record["ppl"])
+            record["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.log(record)
+        return record
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -292,15 +314,14 @@ class Trainer:
                     self.log(last)
                     window_loss, window_n, window_tokens, t0 = 0.0, 0, 0, time.perf_counter()
                 if c.heldout and c.eval_every and self.step % c.eval_every == 0:
-                    self.log({"event": "eval", "step": self.step, **self.evaluate()})
+                    last = self._evaluate_and_adapt()
                 if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                     self.save_checkpoint()
             self.save_checkpoint()
             if self._stop_signal is not None:
                 self.log({"event": "stopped", "step": self.step, "signal": self._stop_signal})
-            elif self.step >= self.n_updates and c.heldout:
-                last = {"event": "eval", "step": self.step, **self.evaluate()}
-                self.log(last)
+            elif self.step >= self.n_updates and c.heldout and not (c.eval_every and self.step % c.eval_every == 0):
+                last = self._evaluate_and_adapt()
         finally:
             bar.close()
             self._restore_signal_handlers(previous)
@@ -336,7 +357,7 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything that decides the rest of the run (this process's part)."""
         return {
-            "step": self.step, "tokens": self.tokens,
+            "step": self.step, "tokens": self.tokens, "best_heldout": self.best_heldout,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "sampler": self.sampler.state_dict(), "data": self.data.state_dict(),
             "states": self.states, "torch_rng": torch.get_rng_state(),
@@ -357,6 +378,7 @@ class Trainer:
                 "format": 1, "step": self.step, "n_updates": self.n_updates, "world_size": self.world_size,
                 "config": asdict(self.config), "architecture": _architecture(self.bilm_config),
                 "vocab_size": len(self.vocab), "word_input": self.config.word_input,
+                "best_heldout": self.best_heldout,
                 "model": own["model"], "optimizer": own["optimizer"], "ranks": gathered,
             }
             with atomic_path(self.run_dir / CHECKPOINT) as tmp:
@@ -409,6 +431,7 @@ class Trainer:
             (h.to(self.device), c.to(self.device)) for h, c in own["states"]]
         torch.set_rng_state(own["torch_rng"])
         self.step, self.tokens = checkpoint["step"], own["tokens"]
+        self.best_heldout = checkpoint["best_heldout"]
         if self.config.max_updates is None and checkpoint["config"]["n_epochs"] == self.config.n_epochs:
             self.n_updates = checkpoint["n_updates"]
 
@@ -505,12 +528,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out_dir")
     p.add_argument("--keep-softmax", action="store_true")
 
+    p = sub.add_parser("plot", help="draw a run's perplexity curves to a PNG (needs matplotlib)")
+    p.add_argument("run_dir")
+    p.add_argument("--out", default=None, help="default: RUN_DIR/perplexity.png")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "vocab":
             vocab = Vocabulary.build(args.corpus, args.min_count, args.max_size)
             vocab.write(args.out)
             print(f"{args.out}: {len(vocab)} tokens")
+        elif args.command == "plot":
+            from .plot import plot_perplexity
+
+            print(plot_perplexity(args.run_dir, args.out))
         elif args.command in ("train", "resume"):
             _init_distributed()
             if args.command == "train":
