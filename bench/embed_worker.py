@@ -20,7 +20,12 @@ def ours(options, weights, batch_size, dtype):
     from torch_elmo import ElmoEmbedder
 
     embedder = ElmoEmbedder(options, weights, dtype=getattr(torch, dtype))
-    return lambda sentences: list(embedder.embed_sentences(sentences, batch_size=batch_size))
+
+    def embed(sentences):
+        embedder.clear_token_cache()  # each pass is a fresh job: no token vectors from the last one
+        return list(embedder.embed_sentences(sentences, batch_size=batch_size))
+
+    return embed
 
 
 def allennlp(options, weights, batch_size, dtype, by_length=False):

@@ -179,3 +179,14 @@ def test_odd_tokens_embed(embedder):
     # the token vector only sees the first 48 bytes, and lone surrogates are dropped
     np.testing.assert_allclose(array[0, 0], embedder.embed_sentence(["x" * 48])[0, 0], atol=1e-12)
     np.testing.assert_allclose(array[0, 1], embedder.embed_sentence(["ab"])[0, 0], atol=1e-12)
+
+
+@pytest.mark.parametrize("cache_size", [0, 3, 50_000])
+def test_token_cache_changes_nothing_but_speed(options_file, weight_file, cache_size):
+    plain = ElmoEmbedder(options_file, weight_file, dtype=torch.float64, token_cache_size=0)
+    cached = ElmoEmbedder(options_file, weight_file, dtype=torch.float64, token_cache_size=cache_size)
+    batches = [SENTENCES, [["the", "cat", "again"], ["bank", "new", "words", "here"]], SENTENCES[::-1]]
+    for batch in batches:
+        for a, b in zip(plain.embed_batch(batch), cached.embed_batch(batch)):
+            np.testing.assert_allclose(a, b, atol=1e-12)
+    assert len(cached._token_rows) == min(cache_size, 15)

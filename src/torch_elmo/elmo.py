@@ -109,10 +109,16 @@ class ElmoEmbedder:
 
     def __init__(self, options_file: PathLike | None = None, weight_file: PathLike | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 stateful: bool = False):
+                 stateful: bool = False, token_cache_size: int = 50_000):
+        """`token_cache_size`: how many distinct tokens keep their char-CNN vector across batches
+        (2 KB each for the original model), so that a repeated token never runs the CNN again."""
         options_file, weight_file = _model_files(options_file, weight_file)
         self.device = torch.device(device)
         self.bilm = load_bilm(options_file, weight_file, dtype=dtype, device=self.device, stateful=stateful)
+        self._token_rows: dict[str, int] = {}  # token -> row of bilm.word_cache (row 0: padding)
+        if token_cache_size > 0:
+            self.bilm.word_cache = torch.zeros(token_cache_size + 1, self.bilm.config.projection_dim,
+                                               dtype=dtype, device=self.device)
 
     @property
     def dim(self) -> int:
@@ -121,11 +127,32 @@ class ElmoEmbedder:
     @torch.inference_mode()
     def batch_to_embeddings(self, batch: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L+1, T, dim) activations without sentence boundaries, and the (B, T) mask."""
-        output = self.bilm(batch_to_ids(batch).to(self.device))
+        char_ids = batch_to_ids(batch).to(self.device)
+        output = self.bilm(char_ids, self._cached_word_ids(batch))
         layers = torch.stack(output.layers, dim=1)  # (B, L+1, T+2, dim)
         B, L1, T2, dim = layers.shape
         inner, mask = remove_sentence_boundaries(layers.transpose(1, 2).reshape(B, T2, L1 * dim), output.mask)
         return inner.view(B, T2 - 2, L1, dim).transpose(1, 2), mask
+
+    def clear_token_cache(self) -> None:
+        self._token_rows.clear()
+
+    def _cached_word_ids(self, batch: Sequence[Sequence[str]]) -> torch.Tensor | None:
+        """Rows of the token cache for a batch (B, T), adding its new tokens while there is room;
+        -1 sends a token through the char CNN."""
+        cache = self.bilm.word_cache
+        if cache is None:
+            return None
+        rows = self._token_rows
+        room = cache.shape[0] - 1 - len(rows)
+        new = list(dict.fromkeys(t for sentence in batch for t in sentence if t not in rows))[:room]
+        if new:
+            start = len(rows) + 1
+            cache[start : start + len(new)] = self.bilm.encode_tokens(batch_to_ids([new])[0].to(self.device))
+            rows.update((t, start + k) for k, t in enumerate(new))
+        width = max((len(s) for s in batch), default=0)
+        return torch.tensor([[rows.get(t, -1) for t in s] + [0] * (width - len(s)) for s in batch],
+                            dtype=torch.long, device=self.device).view(len(batch), width)
 
     def embed_sentence(self, sentence: Sequence[str]) -> np.ndarray:
         return self.embed_batch([sentence])[0]

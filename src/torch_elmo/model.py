@@ -211,6 +211,7 @@ class LstmWithProjection(nn.Module):
         h, c = state if state is not None else self.zero_state(rows, x)
         bias = (self.bias + self.forget_bias).unsqueeze(1)  # (D, 1, 4H)
         gates_x = torch.baddbmm(bias, x, self.w_input)  # (D, N, 4H): every step at once
+        cell = self._cell if torch.is_grad_enabled() else self._cell_in_place
         outputs, done_h, done_c = [], [], []
         offset = 0
         for n in batch_sizes:
@@ -218,22 +219,41 @@ class LstmWithProjection(nn.Module):
                 done_h.append(h[:, n:])
                 done_c.append(c[:, n:])
                 h, c = h[:, :n], c[:, :n]
-            gates = torch.baddbmm(gates_x[:, offset : offset + n], h, self.w_state)  # (D, n, 4H)
+            h, c = cell(gates_x[:, offset : offset + n], h, c)  # (D, n, P), (D, n, H)
             offset += n
-            i, j, f, o = gates.chunk(4, dim=-1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(j)
-            if self.cell_clip is not None:
-                c = c.clamp(-self.cell_clip, self.cell_clip)
-            h = torch.sigmoid(o) * torch.tanh(c)  # (D, n, H)
-            if self.w_proj is not None:
-                h = torch.bmm(h, self.w_proj)  # (D, n, P)
-                if self.proj_clip is not None:
-                    h = h.clamp(-self.proj_clip, self.proj_clip)
             outputs.append(h)
         done_h.append(h)
         done_c.append(c)
         out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(D, 0, self.state_dim)
         return out, (torch.cat(done_h[::-1], dim=1), torch.cat(done_c[::-1], dim=1))
+
+
+    def _cell(self, gates_x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> LstmState:
+        """One step: gates_x (D, n, 4H) the input's share of the gates, h (D, n, P), c (D, n, H)."""
+        gates = torch.baddbmm(gates_x, h, self.w_state)
+        i, j, f, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(j)
+        if self.cell_clip is not None:
+            c = c.clamp(-self.cell_clip, self.cell_clip)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return self._project(h), c
+
+    def _cell_in_place(self, gates_x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> LstmState:
+        """The same step without autograd, computed inside the gates buffer (each step's slice
+        of `gates_x` is used once): no copies, no new (D, n, 4H) tensors."""
+        gates = gates_x.baddbmm_(h, self.w_state)
+        i, j, f, o = gates.chunk(4, dim=-1)
+        c = f.sigmoid_().mul_(c).addcmul_(i.sigmoid_(), j.tanh_())
+        if self.cell_clip is not None:
+            c = c.clamp_(-self.cell_clip, self.cell_clip)
+        h = o.sigmoid_().mul_(torch.tanh(c))
+        return self._project(h), c
+
+    def _project(self, h: torch.Tensor) -> torch.Tensor:
+        if self.w_proj is None:
+            return h
+        h = torch.bmm(h, self.w_proj)  # (D, n, P)
+        return h.clamp(-self.proj_clip, self.proj_clip) if self.proj_clip is not None else h
 
 
 class ElmoLstm(nn.Module):
