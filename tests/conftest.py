@@ -5,6 +5,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
+
+# The test models are tiny: one thread is faster than two fighting over two cores.
+torch.set_num_threads(1)
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "bilm-tf"
 MODEL = FIXTURES / "model"
