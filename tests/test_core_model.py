@@ -136,3 +136,50 @@ def test_cuda_matches_cpu(options_file, weight_file):
         a = cpu(batch_to_ids(SENTENCES)).layers[-1]
         b = gpu(batch_to_ids(SENTENCES).cuda()).layers[-1].cpu()
     torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("proj_dim, clip", [(3, 0.5), (5, None)])
+def test_hand_written_backward_through_time_equals_autograd(proj_dim, clip):
+    """LstmThroughTime (training's path) against autograd over the plain step (`_cell`), on a
+    packed batch with rows ending at different steps, clipping active, and initial states."""
+    from torch_elmo.model import LstmWithProjection
+
+    torch.manual_seed(0)
+    layer = LstmWithProjection(4, 5, proj_dim, clip, clip, n_directions=2).double()
+    with torch.no_grad():
+        layer.bias.normal_()
+        layer.w_state.mul_(3)
+        layer.w_input.mul_(3)
+    batch_sizes = [4, 4, 3, 1, 1]  # 5 rows: one never runs, one stops after 3 steps, ...
+    x = torch.randn(2, sum(batch_sizes), 4, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 5, proj_dim, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(2, 5, 5, dtype=torch.float64, requires_grad=True)
+
+    def by_autograd():
+        gates_x = torch.baddbmm((layer.bias + layer.forget_bias).unsqueeze(1), x, layer.w_input)
+        h, c = h0[:, :4], c0[:, :4]
+        outs, done_h, done_c, offset = [], [h0[:, 4:]], [c0[:, 4:]], 0
+        for n in batch_sizes:
+            if n < h.shape[1]:
+                done_h.append(h[:, n:])
+                done_c.append(c[:, n:])
+                h, c = h[:, :n], c[:, :n]
+            h, c = layer._cell(gates_x[:, offset : offset + n], h, c)
+            offset += n
+            outs.append(h)
+        done_h.append(h)
+        done_c.append(c)
+        return torch.cat(outs, 1), torch.cat(done_h[::-1], 1), torch.cat(done_c[::-1], 1)
+
+    out, (h, c) = layer(x, batch_sizes, (h0, c0))
+    ours, expected = (out, h, c), by_autograd()
+    if clip is not None:
+        assert (expected[2].abs() == clip).any()  # the cell clip is active
+    weights = [torch.randn_like(t) for t in ours]
+    inputs = [x, h0, c0, *layer.parameters()]
+    grads = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, ours)), inputs)
+    expected_grads = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, expected)), inputs)
+    for a, b in zip(ours, expected):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    for a, b in zip(grads, expected_grads):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)

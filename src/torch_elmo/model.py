@@ -211,6 +211,10 @@ class LstmWithProjection(nn.Module):
         h, c = state if state is not None else self.zero_state(rows, x)
         bias = (self.bias + self.forget_bias).unsqueeze(1)  # (D, 1, 4H)
         gates_x = torch.baddbmm(bias, x, self.w_input)  # (D, N, 4H): every step at once
+        if torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type):
+            out, h, c = LstmThroughTime.apply(gates_x, h, c, self.w_state, self.w_proj, tuple(batch_sizes),
+                                              self.cell_clip, self.proj_clip)
+            return out, (h, c)
         cell = self._cell if torch.is_grad_enabled() else self._cell_in_place
         outputs, done_h, done_c = [], [], []
         offset = 0
@@ -254,6 +258,118 @@ class LstmWithProjection(nn.Module):
             return h
         h = torch.bmm(h, self.w_proj)  # (D, n, P)
         return h.clamp(-self.proj_clip, self.proj_clip) if self.proj_clip is not None else h
+
+
+class LstmThroughTime(torch.autograd.Function):
+    """One LstmWithProjection layer over a packed sequence, forward and backward through time
+    written out, so that training pays for the recurrence and nothing else.
+
+    Autograd would record ~15 small ops a step and accumulate each weight gradient step by step
+    (read and write the whole gradient every step). Here the forward keeps each step's gate
+    activations, the backward walks the steps in reverse computing only the gate gradients, and
+    the weight gradients are one large matmul each over all steps.
+
+    gates_x (D, N, 4H) is the input's share of the gates (bias and forget bias included); h0
+    (D, B, P) and c0 (D, B, H) the initial state of the B sorted rows. Returns the outputs (D, N, P)
+    and the final (h, c) of every row, as `LstmWithProjection.forward`.
+    """
+
+    @staticmethod
+    def forward(ctx, gates_x, h0, c0, w_state, w_proj, batch_sizes, cell_clip, proj_clip):
+        h, c = h0, c0
+        steps = []  # per step: (i, j, f, o, c_prev, tanh(c), cell-clip mask, proj-clip mask)
+        outputs, done_h, done_c, m_all = [], [], [], []
+        offset = 0
+        for n in batch_sizes:
+            if n < h.shape[1]:
+                done_h.append(h[:, n:])
+                done_c.append(c[:, n:])
+                h, c = h[:, :n], c[:, :n]
+            gates = torch.baddbmm(gates_x[:, offset : offset + n], h, w_state)
+            offset += n
+            i, j, f, o = gates.chunk(4, dim=-1)
+            i, f, o, j = i.sigmoid_(), f.sigmoid_(), o.sigmoid_(), j.tanh_()
+            c_prev, c = c, torch.addcmul(f * c, i, j)
+            keep_c = None
+            if cell_clip is not None:
+                keep_c = (c >= -cell_clip) & (c <= cell_clip)
+                c = c.clamp_(-cell_clip, cell_clip)
+            tanh_c = torch.tanh(c)
+            m = o * tanh_c  # (D, n, H)
+            keep_h = None
+            if w_proj is not None:
+                h = torch.bmm(m, w_proj)
+                if proj_clip is not None:
+                    keep_h = (h >= -proj_clip) & (h <= proj_clip)
+                    h = h.clamp_(-proj_clip, proj_clip)
+            else:
+                h = m
+            steps.append((i, j, f, o, c_prev, tanh_c, keep_c, keep_h))
+            m_all.append(m)
+            outputs.append(h)
+        done_h.append(h)
+        done_c.append(c)
+        D, P = h0.shape[0], w_state.shape[1]
+        out = torch.cat(outputs, dim=1) if outputs else gates_x.new_zeros(D, 0, P)
+        ctx.steps, ctx.m_all, ctx.batch_sizes = steps, m_all, batch_sizes
+        ctx.save_for_backward(out, h0, w_state, w_proj)
+        return out, torch.cat(done_h[::-1], dim=1), torch.cat(done_c[::-1], dim=1)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_h_final, grad_c_final):
+        out, h0, w_state, w_proj = ctx.saved_tensors
+        steps, batch_sizes = ctx.steps, ctx.batch_sizes
+        D, B, P = h0.shape
+        H = w_state.shape[2] // 4
+        grad_out = grad_out if grad_out is not None else out.new_zeros(out.shape)
+        grad_h_final = grad_h_final if grad_h_final is not None else h0.new_zeros(D, B, P)
+        grad_c_final = grad_c_final if grad_c_final is not None else h0.new_zeros(D, B, H)
+        offsets = [0]
+        for n in batch_sizes:
+            offsets.append(offsets[-1] + n)
+        grad_gates = out.new_empty(D, offsets[-1], 4 * H)
+        grad_proj_in = out.new_empty(D, offsets[-1], P) if w_proj is not None else None
+        # Gradients flowing back into the state of the step being processed; rows that ended
+        # after it start from their final state's gradient.
+        n_last = batch_sizes[-1] if batch_sizes else 0
+        dh, dc = grad_h_final[:, :n_last], grad_c_final[:, :n_last]
+        for t in range(len(batch_sizes) - 1, -1, -1):
+            n, start = batch_sizes[t], offsets[t]
+            if dh.shape[1] < n:  # rows whose last step is this one join
+                dh = torch.cat([dh, grad_h_final[:, dh.shape[1] : n]], dim=1)
+                dc = torch.cat([dc, grad_c_final[:, dc.shape[1] : n]], dim=1)
+            i, j, f, o, c_prev, tanh_c, keep_c, keep_h = steps[t]
+            dh = dh + grad_out[:, start : start + n]
+            if w_proj is not None:
+                if keep_h is not None:
+                    dh = dh * keep_h
+                grad_proj_in[:, start : start + n] = dh
+                dm = torch.bmm(dh, w_proj.transpose(1, 2))  # (D, n, H)
+            else:
+                dm = dh
+            dc = torch.addcmul(dc, dm * o, 1 - tanh_c * tanh_c)
+            if keep_c is not None:
+                dc = dc * keep_c
+            g = grad_gates[:, start : start + n]
+            g_i, g_j, g_f, g_o = g.chunk(4, dim=-1)
+            torch.mul(dc * j, i * (1 - i), out=g_i)
+            torch.mul(dc * i, 1 - j * j, out=g_j)
+            torch.mul(dc * c_prev, f * (1 - f), out=g_f)
+            torch.mul(dm * tanh_c, o * (1 - o), out=g_o)
+            dc = dc * f
+            dh = torch.bmm(g, w_state.transpose(1, 2))  # (D, n, P)
+        n_first = batch_sizes[0] if batch_sizes else 0
+        grad_h0 = torch.cat([dh, grad_h_final[:, n_first:]], dim=1) if batch_sizes else grad_h_final
+        grad_c0 = torch.cat([dc, grad_c_final[:, n_first:]], dim=1) if batch_sizes else grad_c_final
+        # The inputs of every step's state product, packed like the outputs: h0, then h_{t-1}.
+        h_prev = [h0[:, : batch_sizes[0]]] if batch_sizes else []
+        h_prev += [out[:, offsets[t - 1] : offsets[t - 1] + batch_sizes[t]] for t in range(1, len(batch_sizes))]
+        grad_w_state = torch.bmm(torch.cat(h_prev, dim=1).transpose(1, 2), grad_gates) if h_prev else torch.zeros_like(w_state)
+        grad_w_proj = None
+        if w_proj is not None:
+            m_all = torch.cat(ctx.m_all, dim=1) if ctx.m_all else out.new_zeros(D, 0, H)
+            grad_w_proj = torch.bmm(m_all.transpose(1, 2), grad_proj_in)
+        return grad_gates, grad_h0, grad_c0, grad_w_state, grad_w_proj, None, None, None
 
 
 class ElmoLstm(nn.Module):

