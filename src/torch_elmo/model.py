@@ -211,11 +211,13 @@ class LstmWithProjection(nn.Module):
         h, c = state if state is not None else self.zero_state(rows, x)
         bias = (self.bias + self.forget_bias).unsqueeze(1)  # (D, 1, 4H)
         gates_x = torch.baddbmm(bias, x, self.w_input)  # (D, N, 4H): every step at once
-        if torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type):
+        needs_grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (gates_x, h, c, self.w_state, self.w_proj))
+        if needs_grad and not torch.is_autocast_enabled(x.device.type):
             out, h, c = LstmThroughTime.apply(gates_x, h, c, self.w_state, self.w_proj, tuple(batch_sizes),
                                               self.cell_clip, self.proj_clip)
             return out, (h, c)
-        cell = self._cell if torch.is_grad_enabled() else self._cell_in_place
+        cell = self._cell if needs_grad else self._cell_in_place  # frozen ELMo in a task model: in place
         outputs, done_h, done_c = [], [], []
         offset = 0
         for n in batch_sizes:
