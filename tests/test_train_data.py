@@ -16,15 +16,6 @@ from torch_elmo.data import (IGNORE_INDEX, BidirectionalBatcher, DataError, Sent
 FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "bilm-tf" / "train"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and 2 threads on 2 busy cores can run 10x
-    slower (spinning workers); restore the setting for the other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def write(path: Path, lines: list[str]) -> str:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")

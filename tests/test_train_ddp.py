@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from torch_elmo.data import BidirectionalBatcher, LMBatch, Vocabulary
+from torch_elmo.data import LMBatch, Vocabulary
 from torch_elmo.lm import LanguageModel
 from torch_elmo.train import TrainConfig, Trainer
 

@@ -23,15 +23,6 @@ TINY = {"filters": [[1, 8], [2, 8], [3, 16], [4, 32], [5, 64]], "char_embed_dim"
         "lstm_dim": 16, "projection_dim": 8, "n_layers": 2, "use_skip_connections": True}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and 2 threads on 2 busy cores can run 10x
-    slower (spinning workers); restore the setting for the other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_config(tmp_path, **kw) -> TrainConfig:
     """bilm-tf's test_training setup: batch 2, unroll 10, LSTM 16, projection 8."""

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from torch_elmo.data import IGNORE_INDEX
 from torch_elmo.softmax import LogUniformSampler, SoftmaxHead, sampled_softmax_loss
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and 2 threads on 2 busy cores can run 10x
-    slower (spinning workers); restore the setting for the other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_log_uniform_draws_follow_zipf():

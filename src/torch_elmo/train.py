@@ -9,7 +9,7 @@ Read top to bottom:
                   `Trainer.resume(run_dir)` continues exactly where a checkpoint left off
     evaluate      held-out perplexity, forward / backward / mean, full softmax, streamed
     export        options.json + weights.hdf5 in the published layout (+ vocab.txt)
-    main          `python -m torch_elmo.train {vocab,train,resume,evaluate,export,plot} ...`
+    main          `python -m torch_elmo.train ...`: the `elmo` command (torch_elmo.cli)
 
 A run directory holds config.json, vocab.txt, checkpoint.pt (written atomically), and
 metrics.jsonl (one JSON object per logged step or evaluation).
@@ -17,7 +17,6 @@ metrics.jsonl (one JSON object per logged step or evaluation).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -31,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 from .data import BidirectionalBatcher, DataError, Vocabulary, corpus_files, count_inputs
-from .formats import atomic_path, read_options, save_bilm, write_options
+from .formats import atomic_path, read_options, save_bilm
 from .lm import LanguageModel
 from .model import BiLMConfig
 from .softmax import LogUniformSampler
@@ -498,83 +497,11 @@ def export(model: LanguageModel, vocab: Vocabulary, out_dir: str | os.PathLike, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m torch_elmo.train", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    """`python -m torch_elmo.train COMMAND ...`: the training commands of `elmo` (torch_elmo.cli),
+    kept under this name for scripts written before the `elmo` command existed."""
+    from .cli import main as cli_main
 
-    p = sub.add_parser("vocab", help="build a vocabulary file from a corpus")
-    p.add_argument("corpus", nargs="+")
-    p.add_argument("--out", required=True)
-    p.add_argument("--min-count", type=int, default=1)
-    p.add_argument("--max-size", type=int, default=None)
-
-    p = sub.add_parser("train", help="start a training run")
-    p.add_argument("--config", help="a JSON file of TrainConfig settings")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting (bilm.lstm_dim=16 for an architecture field); repeatable")
-    p.add_argument("--device", default="cpu")
-
-    p = sub.add_parser("resume", help="continue a run from its checkpoint")
-    p.add_argument("run_dir")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--device", default="cpu")
-
-    p = sub.add_parser("evaluate", help="held-out perplexity of a run's checkpoint")
-    p.add_argument("run_dir")
-    p.add_argument("files", nargs="+")
-    p.add_argument("--batch-size", type=int, default=32)
-
-    p = sub.add_parser("export", help="write options.json + weights.hdf5 from a run's checkpoint")
-    p.add_argument("run_dir")
-    p.add_argument("out_dir")
-    p.add_argument("--keep-softmax", action="store_true")
-
-    p = sub.add_parser("plot", help="draw a run's perplexity curves to a PNG (needs matplotlib)")
-    p.add_argument("run_dir")
-    p.add_argument("--out", default=None, help="default: RUN_DIR/perplexity.png")
-
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "vocab":
-            vocab = Vocabulary.build(args.corpus, args.min_count, args.max_size)
-            vocab.write(args.out)
-            print(f"{args.out}: {len(vocab)} tokens")
-        elif args.command == "plot":
-            from .plot import plot_perplexity
-
-            print(plot_perplexity(args.run_dir, args.out))
-        elif args.command in ("train", "resume"):
-            _init_distributed()
-            if args.command == "train":
-                config = TrainConfig.from_json(args.config) if args.config else TrainConfig()
-                trainer = Trainer(config.with_overrides(args.set), device=_local_device(args.device))
-            else:
-                trainer = Trainer.resume(args.run_dir, args.set, device=_local_device(args.device))
-            print(json.dumps(trainer.train()))
-        else:
-            trainer = Trainer.resume(args.run_dir, ["progress=false"])
-            if args.command == "evaluate":
-                model, vocab = trainer.model, trainer.vocab
-                print(json.dumps(evaluate(model, corpus_files(args.files), vocab, args.batch_size,
-                                          trainer.config.unroll_steps)))
-            else:
-                trainer.export(args.out_dir, args.keep_softmax)
-                print(f"{args.out_dir}: options.json, weights.hdf5, {VOCAB}")
-    except (TrainError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _init_distributed() -> None:
-    """Joins the process group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-
-
-def _local_device(device: str) -> torch.device:
-    if device == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return torch.device(device)
+    return cli_main(argv, prog="python -m torch_elmo.train")
 
 
 if __name__ == "__main__":
