@@ -204,7 +204,7 @@ def many_lines(n: int) -> list[str]:
     return ["" if i % 97 == 5 else f"line {i} says {'more ' * (i % 9)}." for i in range(n)]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_resume_after_a_killed_run(tmp_path, capsys, signum):
     """A kill mid-run (stdin kept open so that the run cannot finish): OUTPUT does not exist,
     OUTPUT.partial does; --resume with the whole input gives a clean run's file. SIGKILL loses
@@ -347,6 +347,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys, monkeypatch):
     assert "--device nonsense: not a device" in user_error(capsys, "embed", src, out, *MODEL_ARGS,
                                                             "--device", "nonsense")
     assert "is a directory" in user_error(capsys, "embed", src, tmp_path, *MODEL_ARGS)
+    assert "in.txt: is the input file" in user_error(capsys, "embed", src, src, *MODEL_ARGS)
     import torch_elmo
 
     monkeypatch.delattr(torch_elmo, "default_model_files", raising=False)

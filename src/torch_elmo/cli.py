@@ -150,6 +150,8 @@ def embed(input: str, output: str, *, options: str | None = None, weights: str |
     output_path = Path(output)
     if output_path.is_dir():
         raise CliError(f"{output}: is a directory; give the path of the HDF5 file to write")
+    if input != "-" and output_path.resolve() == Path(input).resolve():
+        raise CliError(f"{output}: is the input file; give another path for the HDF5 output")
     partial = Path(str(output_path) + PARTIAL_SUFFIX)
     if resume and not partial.is_file():
         raise CliError(f"{partial}: no interrupted run to resume (no such file); run without --resume")
@@ -593,7 +595,7 @@ def info(model: str | None = None, *, weights: str | None = None) -> int:
     print(f"parameters: {n_cnn + n_lstm:,} (char CNN {n_cnn:,}, biLSTM {n_lstm:,})"
           + (f"; plus {n_extra:,} in {', '.join(f'{k} {v}' for k, v in sorted(extra.items()))}" if extra else ""))
     read_weights(weights, config)  # raises ElmoFormatError naming the problem
-    print(f"check:     ok, the weight file has every dataset the options ask for, with its shape")
+    print("check:     ok, the weight file has every dataset the options ask for, with its shape")
     card = Path(options).parent / "MODEL_CARD.md"
     if card.is_file():
         print(f"\n{card}:\n")
