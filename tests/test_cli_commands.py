@@ -149,6 +149,12 @@ def test_training_errors_are_one_line(tmp_path, capsys):
                                                             "--out", tmp_path / "v.txt")
     assert "unknown setting(s) ['nonsense']" in user_error(capsys, "train", "--set", "nonsense=1")
     assert "no metrics log" in user_error(capsys, "plot", tmp_path)
+    train = ["train", "--set", f"train={TRAIN / 'data.txt'}", "--set", f"run_dir={tmp_path / 'run'}"]
+    assert "batch_size is 'abc', expected an integer" in user_error(capsys, *train, "--set", "batch_size=abc")
+    assert "heldout is 5, expected" in user_error(capsys, *train, "--set", "heldout=5")
+    assert "bilm.lstm_dim is -3, expected a positive integer" in user_error(capsys, *train, "--set", "bilm.lstm_dim=-3")
+    assert "bilm.filters is 3, expected a list" in user_error(capsys, *train, "--set", "bilm.filters=3")
+    assert "bilm: activation is 1, expected a string" in user_error(capsys, *train, "--set", "bilm.activation=1")
 
 
 @pytest.mark.parametrize("fn", COMMANDS, ids=lambda fn: fn.__name__)

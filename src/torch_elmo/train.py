@@ -23,6 +23,8 @@ import os
 import signal
 import sys
 import time
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -103,6 +105,7 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise TrainError(f"{source}: unknown setting(s) {unknown}; the settings are {sorted(known)}")
+        _check_types(cls, values, source)
         return cls(**values)
 
     def with_overrides(self, pairs: list[str]) -> "TrainConfig":
@@ -134,10 +137,59 @@ class TrainConfig:
             if unknown:
                 raise TrainError(f"bilm: unknown field(s) {unknown}; the fields are {sorted(names)}")
             values = dict(self.bilm)
+            filters = values.get("filters", [[1, 1]])
+            if not (isinstance(filters, (list, tuple)) and filters and all(
+                    isinstance(f, (list, tuple)) and len(f) == 2 and all(_is_int(v) and v > 0 for v in f) for f in filters)):
+                raise TrainError(f"bilm.filters is {filters!r}, expected a list of [width, n_filters] (positive integers)")
             if "filters" in values:
                 values["filters"] = tuple(tuple(f) for f in values["filters"])
+            _check_types(BiLMConfig, {k: v for k, v in values.items() if k != "filters"}, "bilm")
+            for name in ("char_embed_dim", "lstm_dim", "projection_dim", "n_layers", "n_highway"):
+                if values.get(name, 1) < (0 if name == "n_highway" else 1):
+                    kind = "a non-negative" if name == "n_highway" else "a positive"
+                    raise TrainError(f"bilm.{name} is {values[name]}, expected {kind} integer")
             base = BiLMConfig(**values)
         return replace(base, dropout=self.dropout, n_directions=self.n_directions)
+
+
+def _check_types(cls, values: dict, source: str) -> None:
+    """Each value against its dataclass field's annotation (a JSON value: int, float, bool, str,
+    None, list, dict and unions of them), so that `--set batch_size=abc` is a one-line error."""
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if key in hints and not _fits(value, hints[key]):
+            raise TrainError(f"{source}: {key} is {value!r}, expected {_describe(hints[key])}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fits(value, hint) -> bool:
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if typing.get_origin(hint) is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if hint is int:
+        return _is_int(value)
+    if hint is float:
+        return _is_int(value) or isinstance(value, float)
+    if hint is str:
+        return isinstance(value, (str, os.PathLike))
+    return isinstance(value, typing.get_origin(hint) or hint)
+
+
+def _describe(hint) -> str:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null",
+             dict: "a JSON object"}
+    if typing.get_origin(hint) is list:
+        return f"a list of {_describe(typing.get_args(hint)[0]).split(' ', 1)[-1]}s"
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 ARCHITECTURE_FIELDS = ("filters", "char_embed_dim", "n_highway", "activation", "n_characters", "max_chars",
