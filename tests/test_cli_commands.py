@@ -98,6 +98,16 @@ def test_info_architecture_parameters_check_and_card(tmp_path, capsys):
     assert code == 0 and "model card: none" in out
 
 
+def test_info_without_a_model_describes_the_default_one(tmp_path, capsys, monkeypatch):
+    import torch_elmo
+
+    d = model_dir(tmp_path, card="# Default\n")
+    monkeypatch.setattr(torch_elmo, "default_model_files", lambda: (d / "options.json", d / "lm_weights.hdf5"),
+                        raising=False)
+    code, out, _ = elmo(capsys, "info")
+    assert code == 0 and "check:     ok" in out and "# Default" in out
+
+
 def test_info_reports_a_mismatched_weight_file(tmp_path, capsys):
     d = model_dir(tmp_path)
     options = json.loads(OPTIONS.read_text())

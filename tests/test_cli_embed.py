@@ -352,6 +352,15 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys, monkeypatch):
 
     monkeypatch.delattr(torch_elmo, "default_model_files", raising=False)
     assert "pass --options OPTIONS.json --weights WEIGHTS.hdf5" in user_error(capsys, "embed", src, out)
+
+    def missing():
+        raise FileNotFoundError("default/: the default model is not there; build it with make default-model")
+
+    monkeypatch.setattr(torch_elmo, "default_model_files", missing, raising=False)
+    assert "build it with make default-model" in user_error(capsys, "embed", src, out)
+    monkeypatch.setattr(torch_elmo, "default_model_files", lambda: (OPTIONS, WEIGHTS), raising=False)
+    assert elmo(capsys, "embed", src, out, "--quiet")[0] == 0 and out.is_file()
+    out.unlink()
     with pytest.raises(SystemExit) as exit_:
         main(["embed", str(src), str(out), "--layers", "bottom"])
     assert exit_.value.code == 2 and "invalid choice: 'bottom'" in capsys.readouterr().err
