@@ -138,7 +138,6 @@ def embed(input: str, output: str, *, options: str | None = None, weights: str |
         quiet: no progress bar (warnings are still printed). Default: a progress bar on
             stderr with lines and tokens per second.
     """
-    import h5py
     import numpy as np
 
     from .elmo import ElmoEmbedder
@@ -567,7 +566,7 @@ def info(model: str | None = None, *, weights: str | None = None) -> int:
     """
     import h5py
 
-    from .formats import ElmoFormatError, bilm_datasets, read_options, read_weights
+    from .formats import bilm_datasets, read_options, read_weights
 
     options, weights = _find_model(model, weights)
     config = read_options(options)
