@@ -143,11 +143,6 @@ def test_embedder_float32_is_default(options_file, weight_file):
     assert array.dtype == np.float32
 
 
-def test_model_files_are_required_until_a_default_is_bundled():
-    with pytest.raises(ValueError, match="options_file and weight_file"):
-        ElmoEmbedder()
-
-
 def test_load_bilm_on_float64(options_file, weight_file):
     bilm = load_bilm(options_file, weight_file, dtype=torch.float64)
     assert all(p.dtype == torch.float64 for p in bilm.parameters())

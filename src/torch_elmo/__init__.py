@@ -2,13 +2,14 @@
 bilm-tf computes from the published options.json + weights.hdf5."""
 
 from .chars import batch_to_ids
+from .default import DefaultModelMissing, default_model_files
 from .elmo import Elmo, ElmoEmbedder, remove_sentence_boundaries
 from .formats import ElmoFormatError, load_bilm, read_options, save_bilm
 from .model import BiLM, BiLMConfig, CharCNN, Highway, LstmWithProjection, ScalarMix
 
 __all__ = [
-    "BiLM", "BiLMConfig", "CharCNN", "Elmo", "ElmoEmbedder", "ElmoFormatError", "Highway",
+    "BiLM", "BiLMConfig", "CharCNN", "DefaultModelMissing", "Elmo", "ElmoEmbedder", "ElmoFormatError", "Highway",
     "LstmWithProjection", "ScalarMix", "batch_to_ids", "load_bilm", "read_options",
-    "remove_sentence_boundaries", "save_bilm",
+    "default_model_files", "remove_sentence_boundaries", "save_bilm",
 ]
 __version__ = "0.1.0"

@@ -19,10 +19,15 @@ PathLike = str | os.PathLike
 
 
 def _model_files(options_file: PathLike | None, weight_file: PathLike | None) -> tuple[PathLike, PathLike]:
+    """The files as given, or the bundled default model's when both are None."""
+    if options_file is None and weight_file is None:
+        from .default import default_model_files
+
+        return default_model_files()
     if options_file is None or weight_file is None:
         raise ValueError(
-            "give both options_file and weight_file (the published options.json and weights.hdf5); "
-            "no default model is bundled with this version"
+            "give both options_file and weight_file (the model's options.json and weights.hdf5), "
+            "or neither for the bundled default English model"
         )
     return options_file, weight_file
 
