@@ -534,13 +534,9 @@ def dump_token_embeddings(vocab: str, out: str, *, options: str | None = None, w
 
 
 def _read_token_list(path: str) -> list[str]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            tokens = [line.split()[0] for line in f if line.strip()]
-    except FileNotFoundError:
-        raise CliError(f"{path}: no such vocabulary file; give a text file with one token a line") from None
-    except UnicodeDecodeError as e:
-        raise CliError(f"{path}: not a UTF-8 text vocabulary ({e})") from None
+    from .data import read_token_lines
+
+    tokens = read_token_lines(path)
     if not tokens:
         raise CliError(f"{path}: the vocabulary is empty; give a text file with one token a line")
     return tokens

@@ -89,6 +89,17 @@ def count_inputs(files: Iterable[str]) -> int:
 # Vocabulary
 
 
+def read_token_lines(path: str | os.PathLike) -> list[str]:
+    """The first field of each non-blank line of a vocabulary file (a count after it is ignored)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.split()[0] for line in f if line.strip()]
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such vocabulary file; give a text file with one token a line") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a UTF-8 text vocabulary ({e})") from None
+
+
 class Vocabulary:
     """Token <-> id, with `<S>`, `</S>`, `<UNK>` first and the words by descending count.
 
@@ -137,13 +148,7 @@ class Vocabulary:
     def read(cls, path: str | os.PathLike) -> "Vocabulary":
         """Reads a published vocabulary file: one token a line (a count after it is ignored)."""
         path = Path(path)
-        try:
-            with open(path, encoding="utf-8") as f:
-                tokens = [line.split()[0] for line in f if line.strip()]
-        except FileNotFoundError:
-            raise DataError(f"{path}: no such vocabulary file") from None
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not a UTF-8 text vocabulary ({e})") from None
+        tokens = read_token_lines(path)
         missing = [t for t in SPECIAL_TOKENS if t not in tokens]
         if missing:
             raise DataError(
