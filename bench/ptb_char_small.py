@@ -12,7 +12,9 @@ Model (Kim et al., LSTM-Char-Small, ~5M parameters): 15-dim char embeddings, con
 widths 1-6 with 25 * w filters, tanh, 1 highway layer, 2 LSTM layers of 300 units, full softmax
 over the 10k vocabulary. Recipe: SGD lr 1.0, halved when validation perplexity does not improve by
 more than 1.0 after an epoch, dropout 0.5, 35 unroll steps, batch 20, gradient norm clipped at 5,
-25 epochs. Differences: the 525 CNN features are projected to 300 before the LSTM (the core
+25 epochs. Their gradient is that of the loss summed over the 35 time steps (mean over the batch);
+our loss is the mean over all B x T tokens, 35 times smaller, so their update
+lr * clip(35 g, 5) is ours with lr 35 and clip 5 / 35: the same steps, not a retuned recipe. Differences: the 525 CNN features are projected to 300 before the LSTM (the core
 biLM's layout), TF's LSTM cell (forget bias +1), default initialisation, and the softmax has 3
 more classes (<S>, </S>, <UNK>; </S> plays PTB's end-of-sentence).
 """
@@ -33,6 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from torch_elmo.train import CHECKPOINT, TrainConfig, Trainer  # noqa: E402
 
 KIM_SMALL_TEST_PPL = 92.3
+KIM_LR, KIM_CLIP, UNROLL = 1.0, 5.0, 35
 MODEL = {
     "filters": [[w, 25 * w] for w in range(1, 7)], "char_embed_dim": 15, "n_highway": 1, "activation": "tanh",
     "lstm_dim": 300, "projection_dim": 300, "n_layers": 2, "cell_clip": None, "proj_clip": None,
@@ -74,8 +77,9 @@ def main() -> None:
     per_epoch = n_inputs // (20 * 35)
     config = TrainConfig(
         train=str(files["train"]), heldout=str(files["valid"]), run_dir=str(run_dir), bilm=MODEL,
-        n_directions=args.directions, batch_size=20, unroll_steps=35, n_epochs=args.epochs,
-        max_updates=args.max_updates, n_negative_samples=0, optimizer="sgd", lr=1.0, clip_norm=5.0,
+        n_directions=args.directions, batch_size=20, unroll_steps=UNROLL, n_epochs=args.epochs,
+        max_updates=args.max_updates, n_negative_samples=0, optimizer="sgd",
+        lr=KIM_LR * UNROLL, clip_norm=KIM_CLIP / UNROLL,  # Kim's loss sums over time: see the module docstring
         dropout=0.5, lr_decay=0.5, lr_decay_threshold=1.0, eval_every=per_epoch, checkpoint_every=per_epoch // 4,
         eval_batch_size=20, log_every=50, bf16=args.bf16,
     )
