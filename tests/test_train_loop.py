@@ -50,9 +50,10 @@ def params(trainer):
 # --------------------------------------------------------------------------------------------
 
 
-def test_tiny_char_bilm_learns_the_fixture(tmp_path):
+@pytest.mark.parametrize("restart_prob", [0.0, 0.1])
+def test_tiny_char_bilm_learns_the_fixture(tmp_path, restart_prob):
     """The original's test: 50 epochs on train/data.txt, held-out perplexity below 20."""
-    trainer = Trainer(tiny_config(tmp_path))
+    trainer = Trainer(tiny_config(tmp_path, restart_prob=restart_prob))
     assert trainer.n_updates == 50 * 139 // 20  # from the data: 134 words + 5 sentences
     result = trainer.train()
     assert result["event"] == "eval" and result["tokens"] == 139
@@ -174,10 +175,33 @@ def test_config_file_overrides_and_bad_settings(tmp_path):
             defaults.unroll_steps, defaults.n_negative_samples) == ("adagrad", 0.2, 1.0, 10.0, 20, 8192)
     with pytest.raises(TrainError, match="unknown setting.*'lrate'"):
         config.with_overrides(["lrate=1"])
+    with pytest.raises(TrainError, match=r"restart_prob is 1.5, expected a probability in \[0, 1\)"):
+        Trainer(tiny_config(tmp_path, restart_prob=1.5))
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     with pytest.raises(DataError, match="no sentences"):
         Trainer(tiny_config(tmp_path, train=str(empty), vocab=None))
+
+
+def test_restarting_rows_start_from_a_zero_state(tmp_path):
+    """A row flagged `restart` reads its batch as from a zero state; the others carry theirs."""
+    trainer = Trainer(tiny_config(tmp_path, restart_prob=0.5))
+    model = trainer.model.eval()
+    batches = trainer.data.next_batch()
+    D, (B, T), P = len(batches), batches[0].targets.shape, model.config.projection_dim
+    torch.manual_seed(0)
+    carried_states = [(torch.randn_like(h), torch.randn_like(c)) for h, c in model.zero_states(B)]
+    for b in batches:
+        b.restart = torch.tensor([True, False])
+    with torch.no_grad():
+        mixed = model.hidden(batches, carried_states)[0].view(D, T, B, P)
+        for b in batches:
+            b.restart = None
+        fresh = model.hidden(batches, None)[0].view(D, T, B, P)
+        carried = model.hidden(batches, carried_states)[0].view(D, T, B, P)
+    assert not torch.allclose(fresh[:, :, 0], carried[:, :, 0])
+    torch.testing.assert_close(mixed[:, :, 0], fresh[:, :, 0])
+    torch.testing.assert_close(mixed[:, :, 1], carried[:, :, 1])
 
 
 def test_word_input_and_forward_only_models_train(tmp_path):

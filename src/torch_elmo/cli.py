@@ -674,8 +674,10 @@ def train(*, config: str | None = None, set: list[str] = (), device: str = "cpu"
     run_dir ("runs/elmo"), vocab (built from the corpus if null), options (an options.json
     giving the architecture) or bilm.FIELD (e.g. bilm.lstm_dim=512; the default architecture
     is bilm-tf's), batch_size (128), unroll_steps (20), n_epochs (10), max_updates,
-    n_negative_samples (8192), optimizer ("adagrad"), lr (0.2), dropout (0.1), eval_every,
-    checkpoint_every (1000).
+    n_negative_samples (8192), optimizer ("adagrad"), lr (0.2), dropout (0.1), restart_prob
+    (0.0: rows never restart, as the original; 0.1 makes models that embed well statelessly,
+    every sentence from a zero state, even when trained briefly), eval_every, checkpoint_every
+    (1000).
 
     Arguments:
         config: a JSON file of settings (default: none, every setting at its default).

@@ -8,7 +8,7 @@ Read top to bottom:
                       shuffled order, sentences shuffled within a shard, blank lines skipped
     StreamBatcher     bilm-tf's `_get_batch`: `<S> ... </S>` sentences packed back to back into
                       `batch_size` rows of `unroll_steps` tokens, a row's partial sentence carried
-                      into the next batch
+                      into the next batch; optionally a row restarts (see `restart_prob`)
     LMBatch           one direction's batch as tensors (char ids, word ids, next-token targets)
     BidirectionalBatcher  the forward stream and the independently shuffled, reversed stream
 
@@ -284,6 +284,7 @@ class LMBatch:
     word_ids: torch.Tensor  # (B, T) input tokens' vocabulary ids (for word-input models)
     targets: torch.Tensor  # (B, T) next-token ids, IGNORE_INDEX at padding
     tokens: list[list[str]]  # the input tokens, row by row (for tests and debugging)
+    restart: torch.Tensor | None = None  # (B,) bool: rows that begin a new sentence from a zero state
 
     @property
     def n_targets(self) -> int:
@@ -299,15 +300,25 @@ class StreamBatcher:
     batch. Inputs are a sentence's tokens but the last, targets the tokens after them.
     At the end of a single pass the last, partial batch is dropped (`drop_last`, as the original
     does in training) or padded with IGNORE_INDEX targets (evaluation: every token counts).
+
+    With `restart_prob` p > 0, at each batch each row with probability p drops the rest of its
+    sentence and begins a new one, flagged in `LMBatch.restart` so that the model starts it from a
+    zero state. The original never resets a row (p = 0); a model trained so has only ever seen a
+    zero state at its first update, yet stateless embedding starts every sentence from one, and an
+    under-trained LSTM can fall from it into a state it never leaves.
     """
 
     def __init__(self, stream: SentenceStream, vocab: Vocabulary, batch_size: int, unroll_steps: int,
-                 *, reverse: bool = False, drop_last: bool = True):
+                 *, reverse: bool = False, drop_last: bool = True, restart_prob: float = 0.0, seed: int = 0):
         if batch_size < 1 or unroll_steps < 1:
             raise ValueError(f"batch_size and unroll_steps must be positive, got {batch_size}, {unroll_steps}")
+        if not 0.0 <= restart_prob < 1.0:
+            raise ValueError(f"restart_prob must be in [0, 1), got {restart_prob}")
         self.stream, self.vocab = stream, vocab
         self.batch_size, self.unroll_steps = batch_size, unroll_steps
         self.reverse, self.drop_last = reverse, drop_last
+        self.restart_prob = restart_prob
+        self._rng = random.Random(f"restart {seed}")  # draws the restarting rows (apart from the stream's)
         self._rows: list[list[str] | None] = [None] * batch_size  # each row's unread sentence part
         self._done = False
         self._char_cache: dict[str, list[int]] = {}
@@ -346,10 +357,21 @@ class StreamBatcher:
             yield batch
 
     def next_batch(self) -> LMBatch | None:
+        restart = self._restart_rows()
         rows = self.next_tokens()
-        return None if rows is None else self.encode(*rows)
+        return None if rows is None else self.encode(*rows, restart=restart)
 
-    def encode(self, inputs: list[list[str]], targets: list[list[str]]) -> LMBatch:
+    def _restart_rows(self) -> torch.Tensor | None:
+        """Draws the rows that restart in this batch and drops what they carried."""
+        if self.restart_prob == 0.0:
+            return None
+        restart = torch.tensor([self._rng.random() < self.restart_prob for _ in range(self.batch_size)])
+        for i in restart.nonzero().flatten().tolist():
+            self._rows[i] = None
+        return restart
+
+    def encode(self, inputs: list[list[str]], targets: list[list[str]],
+               restart: torch.Tensor | None = None) -> LMBatch:
         B, T = self.batch_size, self.unroll_steps
         char_ids = torch.zeros(B, T, MAX_CHARS, dtype=torch.long)
         word_ids = torch.zeros(B, T, dtype=torch.long)
@@ -361,7 +383,7 @@ class StreamBatcher:
             char_ids[i, :n] = torch.tensor([self._char_ids(t) for t in row])
             word_ids[i, :n] = torch.tensor([self.vocab.word_to_id(t) for t in row])
             target_ids[i, :n] = torch.tensor([self.vocab.word_to_id(t) for t in row_targets])
-        return LMBatch(char_ids, word_ids, target_ids, inputs)
+        return LMBatch(char_ids, word_ids, target_ids, inputs, restart)
 
     def _char_ids(self, token: str) -> list[int]:
         ids = self._char_cache.get(token)
@@ -373,7 +395,7 @@ class StreamBatcher:
 
     def state_dict(self) -> dict:
         return {"stream": self.stream.state_dict(), "rows": [None if r is None else list(r) for r in self._rows],
-                "done": self._done}
+                "done": self._done, "rng": self._rng.getstate()}
 
     def load_state_dict(self, state: dict) -> None:
         if len(state["rows"]) != self.batch_size:
@@ -384,21 +406,26 @@ class StreamBatcher:
         self.stream.load_state_dict(state["stream"])
         self._rows = [None if r is None else list(r) for r in state["rows"]]
         self._done = state["done"]
+        if "rng" in state:  # checkpoints written before restart_prob existed have none
+            self._rng.setstate(_as_rng_state(state["rng"]))
 
 
 class BidirectionalBatcher:
     """The forward batches and, for a biLM, the backward ones: bilm-tf's
     `BidirectionalLMDataset`, two independently shuffled streams over the same shards, the second
-    reading every sentence reversed. `next_batch()` gives one LMBatch per direction."""
+    reading every sentence reversed. `next_batch()` gives one LMBatch per direction; each
+    direction draws its own restarting rows."""
 
     def __init__(self, files: Sequence[str], vocab: Vocabulary, batch_size: int, unroll_steps: int, *,
-                 n_directions: int = 2, seed: int = 0, train: bool = True, rank: int = 0, world_size: int = 1):
+                 n_directions: int = 2, seed: int = 0, train: bool = True, rank: int = 0, world_size: int = 1,
+                 restart_prob: float = 0.0):
         self.batchers = []
         for d in range(n_directions):
-            stream = SentenceStream(files, seed=seed * 1000 + 17 * d + rank, shuffle=train, loop=train,
+            stream_seed = seed * 1000 + 17 * d + rank
+            stream = SentenceStream(files, seed=stream_seed, shuffle=train, loop=train,
                                     rank=rank, world_size=world_size)
-            self.batchers.append(StreamBatcher(stream, vocab, batch_size, unroll_steps,
-                                               reverse=d == 1, drop_last=train))
+            self.batchers.append(StreamBatcher(stream, vocab, batch_size, unroll_steps, reverse=d == 1,
+                                               drop_last=train, restart_prob=restart_prob, seed=stream_seed))
 
     def next_batch(self) -> list[LMBatch] | None:
         batches = [b.next_batch() for b in self.batchers]

@@ -73,6 +73,10 @@ class LanguageModel(nn.Module):
         x = x.reshape(D, T * B, -1)  # (D, T * B, P)
         if states is None:
             states = self.zero_states(B)
+        elif any(b.restart is not None for b in batches):  # restarting rows begin from a zero state
+            keep = torch.stack([~b.restart if b.restart is not None else torch.ones(B, dtype=torch.bool)
+                                for b in batches]).to(device).unsqueeze(-1)  # (D, B, 1)
+            states = [(h * keep, c * keep) for h, c in states]
         outputs, finals = self.lstm(x, [B] * T, states)
         top = outputs[-1]  # (D, T * B, P)
         if self.config.dropout:

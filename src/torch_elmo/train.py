@@ -78,6 +78,7 @@ class TrainConfig:
     initial_accumulator_value: float = 1.0
     clip_norm: float = 10.0
     dropout: float = 0.1
+    restart_prob: float = 0.0  # per row and batch: start a new sentence from a zero state (0: the original)
     seed: int = 0
     lr_decay: float | None = None  # at each held-out evaluation that does not beat the best
     lr_decay_threshold: float = 0.0  # perplexity by more than this, lr *= lr_decay (Kim et al.: 0.5, 1.0)
@@ -227,6 +228,8 @@ class Trainer:
         self.run_dir = Path(config.run_dir)
         if not config.train:
             raise TrainError("no training corpus: set `train` to one or more files or a glob")
+        if not 0.0 <= config.restart_prob < 1.0:
+            raise TrainError(f"restart_prob is {config.restart_prob}, expected a probability in [0, 1)")
         self.files = corpus_files(config.train)
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -248,7 +251,8 @@ class Trainer:
         self.sampler = LogUniformSampler(len(self.vocab), seed=config.seed + 7919 * self.rank)
         self.data = BidirectionalBatcher(self.files, self.vocab, config.batch_size, config.unroll_steps,
                                          n_directions=config.n_directions, seed=config.seed,
-                                         rank=self.rank, world_size=self.world_size)
+                                         rank=self.rank, world_size=self.world_size,
+                                         restart_prob=config.restart_prob)
         self.states = None  # per layer (h, c), carried from batch to batch
         self.step = 0
         self.tokens = 0  # target tokens trained on, this process
