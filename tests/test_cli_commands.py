@@ -167,6 +167,22 @@ def test_training_errors_are_one_line(tmp_path, capsys):
     assert "bilm: activation is 1, expected a string" in user_error(capsys, *train, "--set", "bilm.activation=1")
 
 
+def test_a_forward_only_run_is_not_exported_and_says_why(tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"bilm": {"filters": [[1, 8]], "char_embed_dim": 4, "n_highway": 0, "lstm_dim": 8,
+                                           "projection_dim": 4, "n_layers": 1},
+                                  "batch_size": 2, "unroll_steps": 5, "progress": False, "n_directions": 1,
+                                  "n_negative_samples": 0, "train": str(TRAIN / "data.txt"),
+                                  "vocab": str(TRAIN / "vocab.txt"), "run_dir": str(tmp_path / "run"),
+                                  "max_updates": 1}))
+    assert elmo(capsys, "train", "--config", config)[0] == 0
+    message = user_error(capsys, "export", tmp_path / "run", tmp_path / "out")
+    assert "only bidirectional LMs can be exported" in message and "kept in its training checkpoint" in message
+    assert not (tmp_path / "out").exists()
+    assert "restart_prob is 2, expected a probability" in user_error(capsys, "train", "--config", config,
+                                                                      "--set", "restart_prob=2")
+
+
 @pytest.mark.parametrize("fn", COMMANDS, ids=lambda fn: fn.__name__)
 def test_every_option_is_documented_with_its_default(fn):
     description, helps = parse_docstring(fn)

@@ -212,6 +212,11 @@ def test_word_input_and_forward_only_models_train(tmp_path):
     fwd = Trainer(tiny_config(tmp_path, run_dir=str(tmp_path / "fwd"), n_directions=1, max_updates=3))
     result = fwd.train()
     assert "backward_ppl" not in result and result["ppl"] == result["forward_ppl"]
+    # neither fits the published layout: a clear refusal, and no half-usable files left behind
+    for trainer, reason in ((word, "character-input"), (fwd, "bidirectional")):
+        with pytest.raises(ValueError, match=f"only {reason} .* kept in its training checkpoint"):
+            trainer.export(tmp_path / "export")
+        assert not (tmp_path / "export").exists()
 
 
 def test_command_line(tmp_path, capsys):

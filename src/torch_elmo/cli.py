@@ -753,7 +753,10 @@ def export(run_dir: str, out_dir: str, *, keep_softmax: bool = False) -> int:
     from .train import VOCAB, Trainer
 
     trainer = Trainer.resume(run_dir, ["progress=false"])
-    trainer.export(out_dir, keep_softmax)
+    try:
+        trainer.export(out_dir, keep_softmax)
+    except ValueError as e:  # a word-input or forward-only LM: no published layout
+        raise CliError(f"{run_dir}: {e}") from None
     print(f"{out_dir}: options.json, weights.hdf5, {VOCAB}")
     return 0
 

@@ -111,6 +111,11 @@ class LanguageModel(nn.Module):
                 "only character-input biLMs can be exported to the published options.json + weights.hdf5; "
                 "a word-input model is kept in its training checkpoint"
             )
+        if self.config.n_directions != 2:
+            raise ValueError(
+                "only bidirectional LMs can be exported: the published weights.hdf5 holds both directions; "
+                "a forward-only LM is kept in its training checkpoint (`elmo evaluate` reads it there)"
+            )
         from dataclasses import replace
 
         bilm = BiLM(replace(self.config, dropout=0.0))
