@@ -66,15 +66,15 @@ def _train_worker(rank: int, world: int, tmp: str) -> None:
     trainer.train(max_steps=100)  # stop, checkpoint (rank 0 writes every rank's position) ...
     dist.barrier()
     trainer = Trainer.resume(f"{tmp}/run")  # ... and resume with the same world size
-    result = trainer.train()
-    if rank == 0:
-        Path(f"{tmp}/result.json").write_text(json.dumps({**result, "step": trainer.step}))
+    result = trainer.train()  # ends with a held-out evaluation, each rank scoring its share
+    Path(f"{tmp}/result{rank}.json").write_text(json.dumps({**result, "step": trainer.step}))
     dist.destroy_process_group()
 
 
 def test_two_processes_reach_the_perplexity_of_one(tmp_path):
     tmp = str(tmp_path)
     mp.spawn(_train_worker, args=(2, tmp), nprocs=2, join=True)
-    result = json.loads(Path(f"{tmp}/result.json").read_text())
+    result, other = (json.loads(Path(f"{tmp}/result{r}.json").read_text()) for r in range(2))
+    assert result["tokens"] == 139 and other["ppl"] == result["ppl"]  # the shares' sums, added up
     assert result["step"] == 50 * 139 // 20  # batch 1 per process x 2 processes: one process's batch 2
     assert result["ppl"] < 20  # one process with batch 2 reaches ~15 (test_train_loop)

@@ -405,7 +405,8 @@ class Trainer:
 
     def evaluate(self, files=None) -> dict:
         files = corpus_files(files if files is not None else self.config.heldout)
-        return evaluate(self.model, files, self.vocab, self.config.eval_batch_size, self.config.unroll_steps)
+        return evaluate(self.model, files, self.vocab, self.config.eval_batch_size, self.config.unroll_steps,
+                        rank=self.rank, world_size=self.world_size)
 
     # -- checkpoints -----------------------------------------------------------------------------
 
@@ -512,14 +513,17 @@ def _to_cpu(obj):
 
 @torch.no_grad()
 def evaluate(model: LanguageModel, files: list[str], vocab: Vocabulary, batch_size: int = 32,
-             unroll_steps: int = 20, max_logits: int = 2**24) -> dict:
+             unroll_steps: int = 20, max_logits: int = 2**24, rank: int = 0, world_size: int = 1) -> dict:
     """Held-out perplexity with the full softmax: every sentence once, in order, LSTM states
     carried from batch to batch as in training; positions are scored in chunks of at most
-    `max_logits` logits, so memory stays bounded for any file and vocabulary size."""
+    `max_logits` logits, so memory stays bounded for any file and vocabulary size. Under
+    torch.distributed each of the `world_size` processes scores its share of the sentences and
+    all get the total."""
     was_training = model.training
     model.eval()
     D = model.config.n_directions
-    data = BidirectionalBatcher(files, vocab, batch_size, unroll_steps, n_directions=D, train=False)
+    data = BidirectionalBatcher(files, vocab, batch_size, unroll_steps, n_directions=D, train=False,
+                                rank=rank, world_size=world_size)
     sums, counts = torch.zeros(D, dtype=torch.float64), torch.zeros(D, dtype=torch.float64)
     states = None
     chunk = max(1, max_logits // model.head.vocab_size)
@@ -531,6 +535,12 @@ def evaluate(model: LanguageModel, files: list[str], vocab: Vocabulary, batch_si
                 sums[d] += model.head.full_loss(h_part, t_part).double().sum().cpu()
             counts[d] += batch.n_targets
     model.train(was_training)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        totals = torch.stack([sums, counts]).to(model.head.weight.device)  # NCCL reduces GPU tensors
+        dist.all_reduce(totals)
+        sums, counts = totals.cpu()
     losses = (sums / counts.clamp(min=1)).tolist()
     result = {"forward_ppl": math.exp(losses[0]), "forward_loss": losses[0], "tokens": int(counts[0])}
     if D == 2:
