@@ -93,6 +93,9 @@ def main() -> None:
     print(f"{n_params / 1e6:.2f}M parameters, {trainer.n_updates} updates ({per_epoch} an epoch), "
           f"from update {trainer.step}", flush=True)
     trainer.train()
+    if trainer.step < trainer.n_updates:  # stopped by Ctrl-C / SIGTERM: checkpointed, run again to go on
+        print(f"stopped at update {trainer.step}; run the same command again to continue", flush=True)
+        return
     test = trainer.evaluate([str(files["test"])])
     hours = (time.time() - start) / 3600
     print(json.dumps({"test": test, "hours": round(hours, 3), "updates": trainer.step,
