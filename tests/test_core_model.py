@@ -183,3 +183,27 @@ def test_hand_written_backward_through_time_equals_autograd(proj_dim, clip):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
     for a, b in zip(grads, expected_grads):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_a_new_char_cnn_is_initialised_as_bilm_tf(activation):
+    """Training from scratch starts where bilm-tf (and Kim et al.) start: highway layers that
+    mostly carry their input (carry bias -2), char embeddings in [-1, 1], scaled convolutions."""
+    from torch_elmo.model import BiLMConfig, CharCNN
+
+    torch.manual_seed(0)
+    cnn = CharCNN(BiLMConfig(filters=((2, 512), (3, 256)), char_embed_dim=16, n_highway=2, activation=activation,
+                             projection_dim=128))
+    for highway in cnn.highways:
+        bias = highway.linear.bias
+        assert torch.all(bias[:768] == 0) and torch.all(bias[768:] == -2.0)
+        assert abs(float(highway.linear.weight.std()) - (1 / 768) ** 0.5) < 0.002
+    emb = cnn.char_embedding.weight
+    assert torch.all(emb[0] == 0) and float(emb.abs().max()) <= 1.0 and float(emb.abs().mean()) > 0.4
+    conv = cnn.convs[0].weight  # width 2, 16-dim embeddings
+    if activation == "relu":
+        assert abs(float(conv.std()) - (1 / 32) ** 0.5) < 0.01
+    else:
+        assert float(conv.abs().max()) <= 0.05
+    assert all(torch.all(c.bias == 0) for c in cnn.convs)
+    assert abs(float(cnn.projection.weight.std()) - (1 / 768) ** 0.5) < 0.002

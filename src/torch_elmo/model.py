@@ -70,6 +70,16 @@ class Highway(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.linear = nn.Linear(dim, 2 * dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """bilm-tf's initialisation (Kim et al.'s): weights normal with std 1 / sqrt(dim), the
+        carry bias -2 so that a new highway layer mostly passes its input through."""
+        dim = self.linear.in_features
+        with torch.no_grad():
+            nn.init.normal_(self.linear.weight, std=math.sqrt(1.0 / dim))
+            self.linear.bias.zero_()
+            self.linear.bias[dim:] = -2.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         transform, carry = self.linear(x).chunk(2, dim=-1)
@@ -99,6 +109,26 @@ class CharCNN(nn.Module):
             if config.n_filters != config.projection_dim
             else nn.Identity()
         )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """bilm-tf's initialisation, for training from scratch: char embeddings uniform in
+        [-1, 1] (the padding row zero), convolutions normal with std 1 / sqrt(width x embedding
+        dim) for relu, uniform in [-0.05, 0.05] for tanh (Kim et al.), the projection normal with
+        std 1 / sqrt(n_filters), zero biases. (Highway layers initialise themselves.)"""
+        with torch.no_grad():
+            nn.init.uniform_(self.char_embedding.weight, -1.0, 1.0)
+            self.char_embedding.weight[0].zero_()
+            for conv in self.convs:
+                width, dim = conv.kernel_size[0], conv.in_channels
+                if self.activation is torch.relu:
+                    nn.init.normal_(conv.weight, std=math.sqrt(1.0 / (width * dim)))
+                else:
+                    nn.init.uniform_(conv.weight, -0.05, 0.05)
+                conv.bias.zero_()
+            if isinstance(self.projection, nn.Linear):
+                nn.init.normal_(self.projection.weight, std=math.sqrt(1.0 / self.projection.in_features))
+                self.projection.bias.zero_()
 
     def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
         x = self.char_embedding(char_ids).transpose(1, 2)  # (N, E, C)
