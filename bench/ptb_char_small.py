@@ -12,11 +12,17 @@ Model (Kim et al., LSTM-Char-Small, ~5M parameters): 15-dim char embeddings, con
 widths 1-6 with 25 * w filters, tanh, 1 highway layer, 2 LSTM layers of 300 units, full softmax
 over the 10k vocabulary. Recipe: SGD lr 1.0, halved when validation perplexity does not improve by
 more than 1.0 after an epoch, dropout 0.5, 35 unroll steps, batch 20, gradient norm clipped at 5,
-25 epochs. Their gradient is that of the loss summed over the 35 time steps (mean over the batch);
-our loss is the mean over all B x T tokens, 35 times smaller, so their update
-lr * clip(35 g, 5) is ours with lr 35 and clip 5 / 35: the same steps, not a retuned recipe. Differences: the 525 CNN features are projected to 300 before the LSTM (the core
-biLM's layout), TF's LSTM cell (forget bias +1), default initialisation, and the softmax has 3
-more classes (<S>, </S>, <UNK>; </S> plays PTB's end-of-sentence).
+25 epochs.
+
+Batched as theirs: each of the 20 rows reads its own contiguous twentieth of the text in order
+(the sentences before a sentence are its context), states carried; validation and test the same
+way. Their gradient is that of the loss summed over the 35 time steps (mean over the batch); our
+loss is the mean over all B x T tokens, 35 times smaller, so their update lr * clip(35 g, 5) is
+ours with lr 35 and clip 5 / 35: the same steps, not a retuned recipe.
+
+Differences: the 525 CNN features are projected to 300 before the LSTM (the core biLM's layout),
+TF's LSTM cell (forget bias +1) with Glorot-uniform weights (theirs: uniform in [-0.05, 0.05]),
+and the softmax has 3 more classes (<S>, </S>, <UNK>; </S> plays PTB's end-of-sentence).
 """
 
 from __future__ import annotations
@@ -81,7 +87,7 @@ def main() -> None:
         max_updates=args.max_updates, n_negative_samples=0, optimizer="sgd",
         lr=KIM_LR * UNROLL, clip_norm=KIM_CLIP / UNROLL,  # Kim's loss sums over time: see the module docstring
         dropout=0.5, lr_decay=0.5, lr_decay_threshold=1.0, eval_every=per_epoch, checkpoint_every=per_epoch // 4,
-        eval_batch_size=20, log_every=50, bf16=args.bf16,
+        eval_batch_size=20, log_every=50, bf16=args.bf16, contiguous_rows=True,
     )
     start = time.time()
     if (run_dir / CHECKPOINT).is_file():

@@ -155,6 +155,37 @@ def test_restarting_rows_drop_their_sentence_and_begin_a_new_one(tmp_path, rever
         StreamBatcher(SentenceStream([corpus]), vocab, 3, 4, restart_prob=1.0)
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_contiguous_rows_each_read_their_own_block_in_order(tmp_path, train):
+    """Zaremba / Kim batching: row i reads the i-th block of the text, sentence after sentence;
+    the backward LM's row reads its block last sentence first."""
+    lines = [f"s{k} " + " ".join(f"w{k}_{j}" for j in range(k % 4)) for k in range(12)]  # 1 to 4 words
+    corpus = write(tmp_path / "c.txt", lines)
+    vocab = Vocabulary.build(corpus)
+    data = BidirectionalBatcher([corpus], vocab, batch_size=3, unroll_steps=4, train=train, contiguous=True)
+    read = [[[], []] for _ in range(3)]  # per row, per direction: inputs
+    n_targets = [0, 0]
+    for _ in range(20):
+        batches = data.next_batch()
+        if batches is None:
+            break
+        for d, batch in enumerate(batches):
+            n_targets[d] += batch.n_targets
+            for i, row in enumerate(batch.tokens):
+                read[i][d] += row
+    for i in range(3):
+        block = [line.split() for line in lines[4 * i : 4 * i + 4]]
+        forward = [t for s in block for t in ["<S>"] + s]
+        backward = [t for s in block[::-1] for t in ["</S>"] + s[::-1]]
+        if train:  # looping: the block again and again
+            assert read[i][0][: 2 * len(forward)] == forward * 2
+            assert read[i][1][: 2 * len(backward)] == backward * 2
+        else:  # one pass: the block once, then padding
+            assert read[i] == [forward, backward]
+    if not train:
+        assert n_targets == [count_inputs([corpus])] * 2
+
+
 def test_oov_targets_become_unk_but_inputs_keep_their_characters(tmp_path):
     corpus = write(tmp_path / "c.txt", ["known rare"])
     vocab = Vocabulary(["<S>", "</S>", "<UNK>", "known"])
@@ -204,13 +235,13 @@ def test_shards_and_sentences_are_shuffled_and_each_pass_covers_the_corpus(tmp_p
     assert shard_of == sorted(shard_of, key=shard_of.index)
 
 
-@pytest.mark.parametrize("restart_prob", [0.0, 0.3])
-def test_data_state_resumes_exactly(tmp_path, restart_prob):
+@pytest.mark.parametrize("restart_prob, contiguous", [(0.0, False), (0.3, False), (0.3, True)])
+def test_data_state_resumes_exactly(tmp_path, restart_prob, contiguous):
     files = make_shards(tmp_path)
     vocab = Vocabulary.build(files)
 
     def batcher():
-        return BidirectionalBatcher(files, vocab, 2, 5, seed=11, restart_prob=restart_prob)
+        return BidirectionalBatcher(files, vocab, 2, 5, seed=11, restart_prob=restart_prob, contiguous=contiguous)
 
     def read(data):
         return [[(b.tokens, None if b.restart is None else b.restart.tolist()) for b in data.next_batch()]

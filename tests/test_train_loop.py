@@ -50,10 +50,10 @@ def params(trainer):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("restart_prob", [0.0, 0.1])
-def test_tiny_char_bilm_learns_the_fixture(tmp_path, restart_prob):
+@pytest.mark.parametrize("restart_prob, contiguous_rows", [(0.0, False), (0.1, False), (0.0, True)])
+def test_tiny_char_bilm_learns_the_fixture(tmp_path, restart_prob, contiguous_rows):
     """The original's test: 50 epochs on train/data.txt, held-out perplexity below 20."""
-    trainer = Trainer(tiny_config(tmp_path, restart_prob=restart_prob))
+    trainer = Trainer(tiny_config(tmp_path, restart_prob=restart_prob, contiguous_rows=contiguous_rows))
     assert trainer.n_updates == 50 * 139 // 20  # from the data: 134 words + 5 sentences
     result = trainer.train()
     assert result["event"] == "eval" and result["tokens"] == 139

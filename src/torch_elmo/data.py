@@ -180,18 +180,22 @@ class SentenceStream:
     reshuffled on every pass, endlessly, as bilm-tf's `LMDataset` with `shuffle_on_load`.
     Evaluation (`loop=False, shuffle=False`): every sentence once, in file order.
     With `world_size` > 1, rank r reads shards r, r + W, ... (or, with fewer shards than ranks,
-    every W-th sentence of each shard).
+    every W-th sentence of each shard). `block=(i, n)` keeps the i-th of n contiguous blocks of
+    each shard's sentences; `backwards` reads shards and sentences last to first (one row of
+    contiguous batching: see StreamBatcher).
 
     The state is the RNG, the remaining shard order, the current shard with the seed of its
     shuffle, and the position in it: enough to continue at the same sentence after a restart.
     """
 
     def __init__(self, files: Sequence[str], *, seed: int = 0, shuffle: bool = True, loop: bool = True,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, block: tuple[int, int] | None = None,
+                 backwards: bool = False):
         if not files:
             raise DataError("the corpus has no files")
         self.files = list(files)
         self.shuffle, self.loop = shuffle, loop
+        self.block, self.backwards = block, backwards
         self.rank, self.world_size = rank, world_size
         if len(self.files) >= world_size:
             self._my_files, self._line_stride = self.files[rank::world_size], 1
@@ -211,9 +215,14 @@ class SentenceStream:
         lines = read_sentences(shard)
         if self._line_stride > 1:
             lines = lines[self.rank :: self._line_stride]
+        if self.block is not None:
+            i, n = self.block
+            lines = lines[i * len(lines) // n : (i + 1) * len(lines) // n]
         order = list(range(len(lines)))
         if self.shuffle:
             random.Random(shard_seed).shuffle(order)
+        if self.backwards:
+            order.reverse()
         self._shard, self._shard_seed, self._sentences, self._order = shard, shard_seed, lines, order
 
     def _next_shard(self) -> bool:
@@ -226,7 +235,8 @@ class SentenceStream:
             self._queue = list(self._my_files)
             if self.shuffle:
                 self._rng.shuffle(self._queue)
-            self._queue.reverse()
+            if not self.backwards:
+                self._queue.reverse()
             self._passes += 1
             self._empty_pass = True
         self._load(self._queue.pop(), self._rng.getrandbits(64))
@@ -298,6 +308,10 @@ class StreamBatcher:
     backward LM). Row i is filled to `unroll_steps` tokens from sentences taken in turn from the
     one stream, row 0 first; a sentence that does not fit is continued in the same row of the next
     batch. Inputs are a sentence's tokens but the last, targets the tokens after them.
+
+    Given one stream per row instead (contiguous batching, as Zaremba et al. and Kim et al. batch
+    the Penn Treebank: row i reads the i-th contiguous block of the text, so that a sentence's
+    context is the sentences before it in its document), row i takes its sentences from stream i.
     At the end of a single pass the last, partial batch is dropped (`drop_last`, as the original
     does in training) or padded with IGNORE_INDEX targets (evaluation: every token counts).
 
@@ -308,19 +322,24 @@ class StreamBatcher:
     under-trained LSTM can fall from it into a state it never leaves.
     """
 
-    def __init__(self, stream: SentenceStream, vocab: Vocabulary, batch_size: int, unroll_steps: int,
-                 *, reverse: bool = False, drop_last: bool = True, restart_prob: float = 0.0, seed: int = 0):
+    def __init__(self, stream: SentenceStream | Sequence[SentenceStream], vocab: Vocabulary, batch_size: int,
+                 unroll_steps: int, *, reverse: bool = False, drop_last: bool = True, restart_prob: float = 0.0,
+                 seed: int = 0):
         if batch_size < 1 or unroll_steps < 1:
             raise ValueError(f"batch_size and unroll_steps must be positive, got {batch_size}, {unroll_steps}")
         if not 0.0 <= restart_prob < 1.0:
             raise ValueError(f"restart_prob must be in [0, 1), got {restart_prob}")
-        self.stream, self.vocab = stream, vocab
+        self.row_streams = list(stream) if isinstance(stream, (list, tuple)) else None
+        if self.row_streams is not None and len(self.row_streams) != batch_size:
+            raise ValueError(f"{len(self.row_streams)} row streams for a batch of {batch_size} rows")
+        self.stream = None if self.row_streams is not None else stream
+        self.vocab = vocab
         self.batch_size, self.unroll_steps = batch_size, unroll_steps
         self.reverse, self.drop_last = reverse, drop_last
         self.restart_prob = restart_prob
         self._rng = random.Random(f"restart {seed}")  # draws the restarting rows (apart from the stream's)
         self._rows: list[list[str] | None] = [None] * batch_size  # each row's unread sentence part
-        self._done = False
+        self._exhausted = [False] * batch_size  # rows whose stream is over (single pass only)
         self._char_cache: dict[str, list[int]] = {}
 
     def _wrap(self, tokens: list[str]) -> list[str]:
@@ -328,9 +347,22 @@ class StreamBatcher:
             return [EOS_TOKEN] + tokens[::-1] + [BOS_TOKEN]
         return [BOS_TOKEN] + tokens + [EOS_TOKEN]
 
+    def _next_sentence(self, i: int) -> list[str] | None:
+        """Row i's next sentence; None once its stream is over (the shared one: for every row)."""
+        if self._exhausted[i]:
+            return None
+        if self.row_streams is not None:
+            sentence = self.row_streams[i].next_sentence()
+            self._exhausted[i] = sentence is None
+        else:
+            sentence = self.stream.next_sentence()
+            if sentence is None:
+                self._exhausted = [True] * self.batch_size
+        return sentence
+
     def next_tokens(self) -> tuple[list[list[str]], list[list[str]]] | None:
         """(inputs, targets) as B rows of tokens, or None when the data is over."""
-        if self._done and not any(r is not None and len(r) > 1 for r in self._rows):
+        if all(self._exhausted) and not any(r is not None and len(r) > 1 for r in self._rows):
             return None
         inputs: list[list[str]] = [[] for _ in range(self.batch_size)]
         targets: list[list[str]] = [[] for _ in range(self.batch_size)]
@@ -338,16 +370,15 @@ class StreamBatcher:
             while len(inputs[i]) < self.unroll_steps:
                 row = self._rows[i]
                 if row is None or len(row) <= 1:
-                    sentence = None if self._done else self.stream.next_sentence()
-                    if sentence is None:  # the stream is over: rows keep what they carry
-                        self._done = True
+                    sentence = self._next_sentence(i)
+                    if sentence is None:  # the stream is over: the row keeps what it carries
                         break
                     row = self._rows[i] = self._wrap(sentence)
                 n = min(len(row) - 1, self.unroll_steps - len(inputs[i]))
                 inputs[i] += row[:n]
                 targets[i] += row[1 : n + 1]
                 self._rows[i] = row[n:]
-        if self._done and (self.drop_last or not any(inputs)):
+        if (self.drop_last and any(self._exhausted)) or (all(self._exhausted) and not any(inputs)):
             self._rows = [None] * self.batch_size
             return None
         return inputs, targets
@@ -394,8 +425,10 @@ class StreamBatcher:
         return ids
 
     def state_dict(self) -> dict:
-        return {"stream": self.stream.state_dict(), "rows": [None if r is None else list(r) for r in self._rows],
-                "done": self._done, "rng": self._rng.getstate()}
+        streams = ([s.state_dict() for s in self.row_streams] if self.row_streams is not None
+                   else self.stream.state_dict())
+        return {"stream": streams, "rows": [None if r is None else list(r) for r in self._rows],
+                "done": list(self._exhausted), "rng": self._rng.getstate()}
 
     def load_state_dict(self, state: dict) -> None:
         if len(state["rows"]) != self.batch_size:
@@ -403,9 +436,18 @@ class StreamBatcher:
                 f"the checkpoint's data position has {len(state['rows'])} rows, this run has batch_size "
                 f"{self.batch_size}; resume with the checkpoint's batch_size"
             )
-        self.stream.load_state_dict(state["stream"])
+        if self.row_streams is not None:
+            if not isinstance(state["stream"], list):
+                raise DataError("the checkpoint's data is not batched by contiguous rows; resume with the same setting")
+            for s, s_state in zip(self.row_streams, state["stream"]):
+                s.load_state_dict(s_state)
+        else:
+            if isinstance(state["stream"], list):
+                raise DataError("the checkpoint's data is batched by contiguous rows; resume with the same setting")
+            self.stream.load_state_dict(state["stream"])
         self._rows = [None if r is None else list(r) for r in state["rows"]]
-        self._done = state["done"]
+        done = state["done"]  # a bool in checkpoints written before per-row streams existed
+        self._exhausted = list(done) if isinstance(done, list) else [bool(done)] * self.batch_size
         if "rng" in state:  # checkpoints written before restart_prob existed have none
             self._rng.setstate(_as_rng_state(state["rng"]))
 
@@ -414,16 +456,24 @@ class BidirectionalBatcher:
     """The forward batches and, for a biLM, the backward ones: bilm-tf's
     `BidirectionalLMDataset`, two independently shuffled streams over the same shards, the second
     reading every sentence reversed. `next_batch()` gives one LMBatch per direction; each
-    direction draws its own restarting rows."""
+    direction draws its own restarting rows.
+
+    `contiguous`: no shuffling; each row reads its own contiguous block of every shard, the
+    backward LM's rows last sentence first (each row's stream reads the shard file itself: meant
+    for benchmark corpora such as the Penn Treebank)."""
 
     def __init__(self, files: Sequence[str], vocab: Vocabulary, batch_size: int, unroll_steps: int, *,
                  n_directions: int = 2, seed: int = 0, train: bool = True, rank: int = 0, world_size: int = 1,
-                 restart_prob: float = 0.0):
+                 restart_prob: float = 0.0, contiguous: bool = False):
         self.batchers = []
         for d in range(n_directions):
             stream_seed = seed * 1000 + 17 * d + rank
-            stream = SentenceStream(files, seed=stream_seed, shuffle=train, loop=train,
-                                    rank=rank, world_size=world_size)
+            if contiguous:
+                stream = [SentenceStream(files, shuffle=False, loop=train, rank=rank, world_size=world_size,
+                                         block=(i, batch_size), backwards=d == 1) for i in range(batch_size)]
+            else:
+                stream = SentenceStream(files, seed=stream_seed, shuffle=train, loop=train,
+                                        rank=rank, world_size=world_size)
             self.batchers.append(StreamBatcher(stream, vocab, batch_size, unroll_steps, reverse=d == 1,
                                                drop_last=train, restart_prob=restart_prob, seed=stream_seed))
 

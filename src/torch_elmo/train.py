@@ -79,6 +79,7 @@ class TrainConfig:
     clip_norm: float = 10.0
     dropout: float = 0.1
     restart_prob: float = 0.0  # per row and batch: start a new sentence from a zero state (0: the original)
+    contiguous_rows: bool = False  # each row reads its own contiguous block, unshuffled (PTB benchmarks)
     seed: int = 0
     lr_decay: float | None = None  # at each held-out evaluation that does not beat the best
     lr_decay_threshold: float = 0.0  # perplexity by more than this, lr *= lr_decay (Kim et al.: 0.5, 1.0)
@@ -256,7 +257,7 @@ class Trainer:
         self.data = BidirectionalBatcher(self.files, self.vocab, config.batch_size, config.unroll_steps,
                                          n_directions=config.n_directions, seed=config.seed,
                                          rank=self.rank, world_size=self.world_size,
-                                         restart_prob=config.restart_prob)
+                                         restart_prob=config.restart_prob, contiguous=config.contiguous_rows)
         self.states = None  # per layer (h, c), carried from batch to batch
         self.step = 0
         self.tokens = 0  # target tokens trained on, this process
@@ -410,7 +411,7 @@ class Trainer:
     def evaluate(self, files=None) -> dict:
         files = corpus_files(files if files is not None else self.config.heldout)
         return evaluate(self.model, files, self.vocab, self.config.eval_batch_size, self.config.unroll_steps,
-                        rank=self.rank, world_size=self.world_size)
+                        rank=self.rank, world_size=self.world_size, contiguous=self.config.contiguous_rows)
 
     # -- checkpoints -----------------------------------------------------------------------------
 
@@ -459,8 +460,9 @@ class Trainer:
         config = TrainConfig.from_dict(checkpoint["config"]).with_overrides(overrides or [])
         config = replace(config, run_dir=str(run_dir))
         frozen = ("train", "vocab", "options", "bilm", "n_directions", "word_input", "batch_size",
-                  "unroll_steps", "n_negative_samples", "optimizer", "seed")
-        changed = [k for k in frozen if getattr(config, k) != checkpoint["config"][k]]
+                  "unroll_steps", "n_negative_samples", "optimizer", "seed", "contiguous_rows")
+        defaults = TrainConfig()  # settings added since the checkpoint was written have their defaults
+        changed = [k for k in frozen if getattr(config, k) != checkpoint["config"].get(k, getattr(defaults, k))]
         if changed:
             raise TrainError(f"{path}: cannot change {changed} when resuming; start a new run instead")
         arch = _architecture(config.bilm_config())
@@ -517,17 +519,19 @@ def _to_cpu(obj):
 
 @torch.no_grad()
 def evaluate(model: LanguageModel, files: list[str], vocab: Vocabulary, batch_size: int = 32,
-             unroll_steps: int = 20, max_logits: int = 2**24, rank: int = 0, world_size: int = 1) -> dict:
+             unroll_steps: int = 20, max_logits: int = 2**24, rank: int = 0, world_size: int = 1,
+             contiguous: bool = False) -> dict:
     """Held-out perplexity with the full softmax: every sentence once, in order, LSTM states
     carried from batch to batch as in training; positions are scored in chunks of at most
     `max_logits` logits, so memory stays bounded for any file and vocabulary size. Under
     torch.distributed each of the `world_size` processes scores its share of the sentences and
-    all get the total."""
+    all get the total. `contiguous`: each row reads a contiguous block of the text (the protocol
+    of the Penn Treebank tables), instead of sentences dealt to the rows in turn."""
     was_training = model.training
     model.eval()
     D = model.config.n_directions
     data = BidirectionalBatcher(files, vocab, batch_size, unroll_steps, n_directions=D, train=False,
-                                rank=rank, world_size=world_size)
+                                rank=rank, world_size=world_size, contiguous=contiguous)
     sums, counts = torch.zeros(D, dtype=torch.float64), torch.zeros(D, dtype=torch.float64)
     states = None
     chunk = max(1, max_logits // model.head.vocab_size)
