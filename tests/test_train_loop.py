@@ -82,6 +82,25 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.allclose(ha, hb, atol=1e-6) and torch.allclose(ca, cb, atol=1e-6)
 
 
+def test_checkpoints_from_before_newer_settings_resume(tmp_path):
+    """A checkpoint written before restart_prob / contiguous_rows existed resumes with their
+    defaults (and its data position, whose `done` was then one bool)."""
+    trainer = Trainer(tiny_config(tmp_path, max_updates=4, heldout=None))
+    trainer.train(max_steps=2)
+    path = tmp_path / "run" / "checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=False)
+    for key in ("restart_prob", "contiguous_rows"):
+        del checkpoint["config"][key]
+    for batcher in checkpoint["ranks"][0]["data"]["batchers"]:
+        batcher["done"] = False
+        del batcher["rng"]
+    torch.save(checkpoint, path)
+    resumed = Trainer.resume(tmp_path / "run")
+    assert (resumed.step, resumed.config.restart_prob, resumed.config.contiguous_rows) == (2, 0.0, False)
+    resumed.train()
+    assert resumed.step == 4
+
+
 def test_signal_checkpoints_and_stops(tmp_path):
     trainer = Trainer(tiny_config(tmp_path, max_updates=50, heldout=None))
     step = trainer.train_step
