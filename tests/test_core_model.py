@@ -193,7 +193,7 @@ def test_a_new_char_cnn_is_initialised_as_bilm_tf(activation):
 
     torch.manual_seed(0)
     cnn = CharCNN(BiLMConfig(filters=((2, 512), (3, 256)), char_embed_dim=16, n_highway=2, activation=activation,
-                             projection_dim=128))
+                             projection_dim=128)).requires_grad_(False)
     for highway in cnn.highways:
         bias = highway.linear.bias
         assert torch.all(bias[:768] == 0) and torch.all(bias[768:] == -2.0)

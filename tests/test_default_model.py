@@ -51,6 +51,24 @@ def test_no_model_named_loads_the_default(default_dir):
     assert elmo(batch_to_ids([sentence]))["elmo_representations"][0].shape == (1, 6, expected.shape[-1])
 
 
+def test_the_bundled_model_is_the_one_its_card_describes():
+    """The committed model loads with no model named, fits the 25 MB limit, its card's numbers
+    (parameters, file sizes) are this model's, and both directions carry meaning from a zero state
+    (its backward LM once did not: see restart_prob)."""
+    options, weights = default_model_files()
+    card = (options.parent / "MODEL_CARD.md").read_text()
+    embedder = ElmoEmbedder()
+    n_params = sum(p.numel() for p in embedder.bilm.parameters())
+    assert f"{n_params:,} in the exported biLM" in card
+    assert f"weights.hdf5 {weights.stat().st_size:,} bytes" in card
+    assert options.stat().st_size + weights.stat().st_size <= 25_000_000
+    held_out = re.search(r"\| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", card)
+    forward, backward, mean = map(float, held_out.groups())
+    assert forward < 1000 and backward < 1000 and mean < 1000
+    layers = embedder.embed_sentence(["The", "bank", "lent", "him", "money", "."])
+    assert layers.shape == (3, 6, 256) and np.isfinite(layers).all()
+
+
 def test_package_data_lists_the_model_files():
     pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     for name in ("options.json", "weights.hdf5", "MODEL_CARD.md"):
