@@ -12,7 +12,8 @@ Model (Kim et al., LSTM-Char-Small, ~5M parameters): 15-dim char embeddings, con
 widths 1-6 with 25 * w filters, tanh, 1 highway layer, 2 LSTM layers of 300 units, full softmax
 over the 10k vocabulary. Recipe: SGD lr 1.0, halved when validation perplexity does not improve by
 more than 1.0 after an epoch, dropout 0.5, 35 unroll steps, batch 20, gradient norm clipped at 5,
-25 epochs.
+25 epochs. Dropout as theirs: between the LSTM layers and before the softmax, not on the token
+vectors entering the first layer (token_dropout 0; bilm-tf drops those too).
 
 Batched as theirs: each of the 20 rows reads its own contiguous twentieth of the text in order
 (the sentences before a sentence are its context), states carried; validation and test the same
@@ -86,7 +87,7 @@ def main() -> None:
         n_directions=args.directions, batch_size=20, unroll_steps=UNROLL, n_epochs=args.epochs,
         max_updates=args.max_updates, n_negative_samples=0, optimizer="sgd",
         lr=KIM_LR * UNROLL, clip_norm=KIM_CLIP / UNROLL,  # Kim's loss sums over time: see the module docstring
-        dropout=0.5, lr_decay=0.5, lr_decay_threshold=1.0, eval_every=per_epoch, checkpoint_every=per_epoch // 4,
+        dropout=0.5, token_dropout=0.0, lr_decay=0.5, lr_decay_threshold=1.0, eval_every=per_epoch, checkpoint_every=per_epoch // 4,
         eval_batch_size=20, log_every=50, bf16=args.bf16, contiguous_rows=True,
     )
     start = time.time()

@@ -207,3 +207,20 @@ def test_a_new_char_cnn_is_initialised_as_bilm_tf(activation):
         assert float(conv.abs().max()) <= 0.05
     assert all(torch.all(c.bias == 0) for c in cnn.convs)
     assert abs(float(cnn.projection.weight.std()) - (1 / 768) ** 0.5) < 0.002
+
+
+def test_token_dropout_applies_to_the_first_layers_input_only():
+    """Kim et al. drop between LSTM layers but not the token vectors; bilm-tf drops both."""
+    from torch_elmo.model import BiLMConfig, ElmoLstm
+
+    x = torch.randn(2, 12, 8)  # (D, N, P) packed: 4 rows x 3 steps
+    outputs = {}
+    for token_dropout in (None, 0.0):
+        lstm = ElmoLstm(BiLMConfig(lstm_dim=16, projection_dim=8, n_layers=2, dropout=0.5,
+                                   token_dropout=token_dropout)).train()
+        with torch.no_grad():
+            runs = [lstm(x, [4, 4, 4])[0] for _ in range(2)]  # per run: each layer's output
+        outputs[token_dropout] = runs
+    same_first = [torch.equal(a[0], b[0]) for a, b in (outputs[None], outputs[0.0])]
+    assert same_first == [False, True]  # layer 1 is deterministic only without token dropout
+    assert not torch.equal(outputs[0.0][0][1], outputs[0.0][1][1])  # layer 2's input is still dropped

@@ -118,7 +118,7 @@ class LanguageModel(nn.Module):
             )
         from dataclasses import replace
 
-        bilm = BiLM(replace(self.config, dropout=0.0))
+        bilm = BiLM(replace(self.config, dropout=0.0, token_dropout=None))
         state = {k: v.detach().clone() for k, v in self.state_dict().items()
                  if k.startswith(("token_encoder.", "lstm."))}
         bilm.load_state_dict(state)

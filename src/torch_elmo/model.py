@@ -45,6 +45,7 @@ class BiLMConfig:
     proj_clip: float | None = 3.0
     use_skip_connections: bool = True
     dropout: float = 0.0  # on each LSTM layer's input, while training (bilm-tf's DropoutWrapper)
+    token_dropout: float | None = None  # on the first layer's input instead (Kim et al.: 0); None: dropout
     n_directions: int = 2  # 1: a forward-only language model
 
     @property
@@ -414,6 +415,7 @@ class ElmoLstm(nn.Module):
         super().__init__()
         self.use_skip_connections = config.use_skip_connections
         self.dropout = config.dropout
+        self.token_dropout = config.dropout if config.token_dropout is None else config.token_dropout
         self.layers = nn.ModuleList(
             LstmWithProjection(config.projection_dim, config.lstm_dim, config.projection_dim,
                                config.cell_clip, config.proj_clip, config.n_directions)
@@ -425,7 +427,8 @@ class ElmoLstm(nn.Module):
         """x (D, N, P) packed -> every layer's output (D, N, P) packed, and final states."""
         outputs, finals = [], []
         for k, layer in enumerate(self.layers):
-            x_in = F.dropout(x, self.dropout, self.training) if self.dropout else x
+            p = self.token_dropout if k == 0 else self.dropout
+            x_in = F.dropout(x, p, self.training) if p else x
             x, final = layer(x_in, batch_sizes, states[k] if states is not None else None)
             if self.use_skip_connections and k > 0:
                 x = x + x_in

@@ -78,6 +78,7 @@ class TrainConfig:
     initial_accumulator_value: float = 1.0
     clip_norm: float = 10.0
     dropout: float = 0.1
+    token_dropout: float | None = None  # on the token vectors entering the LSTM; None: as dropout (bilm-tf)
     restart_prob: float = 0.0  # per row and batch: start a new sentence from a zero state (0: the original)
     contiguous_rows: bool = False  # each row reads its own contiguous block, unshuffled (PTB benchmarks)
     seed: int = 0
@@ -151,7 +152,7 @@ class TrainConfig:
                     kind = "a non-negative" if name == "n_highway" else "a positive"
                     raise TrainError(f"bilm.{name} is {values[name]}, expected {kind} integer")
             base = BiLMConfig(**values)
-        return replace(base, dropout=self.dropout, n_directions=self.n_directions)
+        return replace(base, dropout=self.dropout, token_dropout=self.token_dropout, n_directions=self.n_directions)
 
 
 def _check_types(cls, values: dict, source: str) -> None:
