@@ -21,9 +21,14 @@ way. Their gradient is that of the loss summed over the 35 time steps (mean over
 loss is the mean over all B x T tokens, 35 times smaller, so their update lr * clip(35 g, 5) is
 ours with lr 35 and clip 5 / 35: the same steps, not a retuned recipe.
 
-Differences: the 525 CNN features are projected to 300 before the LSTM (the core biLM's layout),
-TF's LSTM cell (forget bias +1) with Glorot-uniform weights (theirs: uniform in [-0.05, 0.05]),
-and the softmax has 3 more classes (<S>, </S>, <UNK>; </S> plays PTB's end-of-sentence).
+Layout as theirs: the 525 CNN features enter the first LSTM layer as they are (token_projection
+false; ELMo's layout projects them to the LSTM size first, and with this recipe's large steps that
+projection and the first layer's input weights grew the token vectors to a mean |x| of 7.5, which
+saturated the first layer: valid perplexity 274-277 after 3 epochs in two runs).
+
+Differences: TF's LSTM cell (forget bias +1) with Glorot-uniform weights (theirs: uniform in
+[-0.05, 0.05]), bilm-tf's char CNN initialisation, and the softmax has 3 more classes (<S>, </S>,
+<UNK>; </S> plays PTB's end-of-sentence).
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ KIM_LR, KIM_CLIP, UNROLL = 1.0, 5.0, 35
 MODEL = {
     "filters": [[w, 25 * w] for w in range(1, 7)], "char_embed_dim": 15, "n_highway": 1, "activation": "tanh",
     "lstm_dim": 300, "projection_dim": 300, "n_layers": 2, "cell_clip": None, "proj_clip": None,
-    "use_skip_connections": False,
+    "use_skip_connections": False, "token_projection": False,
 }
 
 

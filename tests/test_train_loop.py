@@ -202,6 +202,24 @@ def test_config_file_overrides_and_bad_settings(tmp_path):
         Trainer(tiny_config(tmp_path, train=str(empty), vocab=None))
 
 
+def test_kim_layout_without_token_projection_trains_but_is_not_exported(tmp_path):
+    """token_projection false: the char CNN's features enter the first LSTM layer as they are."""
+    from torch_elmo.model import BiLM
+
+    trainer = Trainer(tiny_config(tmp_path, bilm={**TINY, "token_projection": False}, max_updates=20,
+                                  n_negative_samples=0))
+    n_filters = sum(n for _, n in TINY["filters"])
+    assert trainer.model.lstm.layers[0].w_input.shape[1] == n_filters  # (D, 128, 4H), not (D, 8, 4H)
+    assert trainer.model.lstm.layers[1].w_input.shape[1] == TINY["projection_dim"]
+    start = evaluate(trainer.model, [str(TRAIN / "data.txt")], trainer.vocab, 2, 10)["ppl"]
+    result = trainer.train()
+    assert result["ppl"] < start
+    with pytest.raises(ValueError, match="only biLMs with token_projection can be exported"):
+        trainer.export(tmp_path / "export")
+    with pytest.raises(ValueError, match="set token_projection to true"):
+        BiLM(trainer.bilm_config)
+
+
 def test_restarting_rows_start_from_a_zero_state(tmp_path):
     """A row flagged `restart` reads its batch as from a zero state; the others carry theirs."""
     trainer = Trainer(tiny_config(tmp_path, restart_prob=0.5))

@@ -47,7 +47,7 @@ class LanguageModel(nn.Module):
         self.config = config
         self.word_input = word_input
         P = config.projection_dim
-        self.token_encoder = nn.Embedding(vocab_size, P) if word_input else CharCNN(config)
+        self.token_encoder = nn.Embedding(vocab_size, config.token_dim) if word_input else CharCNN(config)
         self.lstm = ElmoLstm(config)
         self.head = SoftmaxHead(vocab_size, P)
 
@@ -110,6 +110,11 @@ class LanguageModel(nn.Module):
             raise ValueError(
                 "only character-input biLMs can be exported to the published options.json + weights.hdf5; "
                 "a word-input model is kept in its training checkpoint"
+            )
+        if self.config.token_dim != self.config.projection_dim:
+            raise ValueError(
+                "only biLMs with token_projection can be exported: ELMo's layer 0 is the token vector, of the "
+                "LSTM output size; this LM is kept in its training checkpoint (`elmo evaluate` reads it there)"
             )
         if self.config.n_directions != 2:
             raise ValueError(

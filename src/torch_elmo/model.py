@@ -47,10 +47,18 @@ class BiLMConfig:
     dropout: float = 0.0  # on each LSTM layer's input, while training (bilm-tf's DropoutWrapper)
     token_dropout: float | None = None  # on the first layer's input instead (Kim et al.: 0); None: dropout
     n_directions: int = 2  # 1: a forward-only language model
+    # False: the char CNN's n_filters features enter the first LSTM layer as they are (Kim et al.);
+    # a training-only layout, since ELMo's layer 0 needs token vectors of the LSTM output size
+    token_projection: bool = True
 
     @property
     def n_filters(self) -> int:
         return sum(n for _, n in self.filters)
+
+    @property
+    def token_dim(self) -> int:
+        """Width of the token vectors, the first LSTM layer's input."""
+        return self.projection_dim if self.token_projection else self.n_filters
 
     @property
     def output_dim(self) -> int:
@@ -107,7 +115,7 @@ class CharCNN(nn.Module):
         self.highways = nn.ModuleList(Highway(config.n_filters) for _ in range(config.n_highway))
         self.projection = (
             nn.Linear(config.n_filters, config.projection_dim)
-            if config.n_filters != config.projection_dim
+            if config.n_filters != config.token_dim
             else nn.Identity()
         )
         self.reset_parameters()
@@ -417,9 +425,9 @@ class ElmoLstm(nn.Module):
         self.dropout = config.dropout
         self.token_dropout = config.dropout if config.token_dropout is None else config.token_dropout
         self.layers = nn.ModuleList(
-            LstmWithProjection(config.projection_dim, config.lstm_dim, config.projection_dim,
-                               config.cell_clip, config.proj_clip, config.n_directions)
-            for _ in range(config.n_layers)
+            LstmWithProjection(config.token_dim if k == 0 else config.projection_dim, config.lstm_dim,
+                               config.projection_dim, config.cell_clip, config.proj_clip, config.n_directions)
+            for k in range(config.n_layers)
         )
 
     def forward(self, x: torch.Tensor, batch_sizes: list[int],
@@ -469,6 +477,9 @@ class BiLM(nn.Module):
 
     def __init__(self, config: BiLMConfig, stateful: bool = False):
         super().__init__()
+        if config.token_dim != config.projection_dim:
+            raise ValueError(f"ELMo's layer 0 needs token vectors of the LSTM output size {config.projection_dim}, "
+                             f"not {config.token_dim}: set token_projection to true")
         self.config = config
         self.token_encoder = CharCNN(config)
         self.lstm = ElmoLstm(config)
