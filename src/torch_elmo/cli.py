@@ -755,7 +755,7 @@ def export(run_dir: str, out_dir: str, *, keep_softmax: bool = False) -> int:
     trainer = Trainer.resume(run_dir, ["progress=false"])
     try:
         trainer.export(out_dir, keep_softmax)
-    except ValueError as e:  # a word-input or forward-only LM: no published layout
+    except ValueError as e:  # word-input, forward-only or unprojected LMs: no published layout
         raise CliError(f"{run_dir}: {e}") from None
     print(f"{out_dir}: options.json, weights.hdf5, {VOCAB}")
     return 0

@@ -545,8 +545,6 @@ def evaluate(model: LanguageModel, files: list[str], vocab: Vocabulary, batch_si
             counts[d] += batch.n_targets
     model.train(was_training)
     if world_size > 1:
-        import torch.distributed as dist
-
         totals = torch.stack([sums, counts]).to(model.head.weight.device)  # NCCL reduces GPU tensors
         dist.all_reduce(totals)
         sums, counts = totals.cpu()
