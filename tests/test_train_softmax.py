@@ -11,7 +11,6 @@ from torch_elmo.data import IGNORE_INDEX
 from torch_elmo.softmax import LogUniformSampler, SoftmaxHead, sampled_softmax_loss
 
 
-
 def test_log_uniform_draws_follow_zipf():
     V = 50
     sampler = LogUniformSampler(V, seed=1)
@@ -68,6 +67,33 @@ def test_accidental_hits_are_removed_and_log_q_subtracted():
     logits = torch.cat([(h @ w[targets].T + b[targets]).view(1) - math.log(0.5),
                         (h @ w[negatives].T + b[negatives]).view(-1) - torch.log(q_neg)])
     assert torch.allclose(without, torch.logsumexp(logits, 0) - logits[0])
+
+
+def test_loss_and_gradients_equal_autograd_over_tf_formula():
+    """The fused logits-to-loss function against autograd over TF's formula written plainly
+    (concatenated logits, hits masked, logsumexp), hits on several positions included."""
+    g = torch.Generator().manual_seed(3)
+    N, V, P = 40, 30, 6
+    h = torch.randn(N, P, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(V, P, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(V, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, V, (N,), generator=g)
+    sampled = torch.randperm(V, generator=g)[:12]
+    q_true, q_sampled = torch.rand(N, generator=g, dtype=torch.float64), torch.rand(12, generator=g, dtype=torch.float64)
+
+    true_logits = (h * w[targets]).sum(-1) + b[targets] - torch.log(q_true)
+    sampled_logits = h @ w[sampled].T + b[sampled] - torch.log(q_sampled)
+    hits = targets.unsqueeze(1) == sampled.unsqueeze(0)
+    assert 3 < hits.sum() < N
+    logits = torch.cat([true_logits.unsqueeze(1), sampled_logits.masked_fill(hits, -math.inf)], dim=1)
+    expected = torch.logsumexp(logits, dim=1) - true_logits
+
+    loss = sampled_softmax_loss(h, w, b, targets, sampled, q_true, q_sampled)
+    torch.testing.assert_close(loss, expected, atol=1e-12, rtol=0)
+    weights = torch.randn(N, generator=g, dtype=torch.float64)
+    ours = torch.autograd.grad((weights * loss).sum(), (h, w, b))
+    for a, e in zip(ours, torch.autograd.grad((weights * expected).sum(), (h, w, b))):
+        torch.testing.assert_close(a, e, atol=1e-12, rtol=0)
 
 
 def test_negatives_are_shared_across_the_batch():

@@ -74,13 +74,46 @@ def sampled_softmax_loss(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     counts (S,), true_expected (N,) the targets' expected counts.
     """
     true_logits = (h * weight[targets]).sum(-1) + bias[targets]  # (N,)
-    true_logits = true_logits - torch.log(true_expected).to(h.dtype)
-    sampled_logits = h @ weight[sampled].T + bias[sampled]  # (N, S)
-    sampled_logits = sampled_logits - torch.log(sampled_expected).to(h.dtype)
-    hits = targets.unsqueeze(1) == sampled.unsqueeze(0)  # (N, S)
-    sampled_logits = sampled_logits.masked_fill(hits, torch.finfo(h.dtype).min)
-    logits = torch.cat([true_logits.unsqueeze(1), sampled_logits], dim=1)  # (N, 1 + S)
-    return torch.logsumexp(logits, dim=1) - true_logits
+    true_logits = true_logits - torch.log(true_expected).to(true_logits.dtype)
+    sampled_bias = bias[sampled] - torch.log(sampled_expected).to(bias.dtype)  # (S,)
+    # Accidental hits: the (position, negative) pairs where a negative is the position's target.
+    sorted_ids, order = sampled.sort()
+    index = torch.searchsorted(sorted_ids, targets).clamp_(max=len(sampled) - 1)
+    hit_rows = (sorted_ids[index] == targets).nonzero().view(-1)
+    hit_cols = order[index[hit_rows]]
+    lse = _SampledLogSumExp.apply(h, weight[sampled], sampled_bias, true_logits, hit_rows, hit_cols)
+    return lse - true_logits
+
+
+class _SampledLogSumExp(torch.autograd.Function):
+    """log sum exp over each position's true logit and its S negatives' logits h W_s^T + b_s,
+    hits removed: (N,).
+
+    The (N, S) logits are the one large tensor of the sampled softmax (N = batch x unroll, S =
+    8192 by default). Here they are made by one matmul, turned into probabilities in place and
+    kept for the backward, which is one matmul each for h and W_s: two passes over the logits
+    where autograd's cat / masked_fill / logsumexp make a dozen.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    def forward(ctx, h, w_sampled, b_sampled, true_logits, hit_rows, hit_cols):
+        probs = torch.addmm(b_sampled, h, w_sampled.T)  # (N, S) logits
+        probs[hit_rows, hit_cols] = -math.inf
+        top = torch.maximum(probs.amax(dim=1), true_logits)  # (N,)
+        probs.sub_(top.unsqueeze(1)).exp_()
+        p_true = torch.exp(true_logits - top)
+        total = probs.sum(dim=1) + p_true
+        probs.div_(total.unsqueeze(1))  # softmax over [true; negatives], the true one apart
+        ctx.save_for_backward(h, w_sampled, probs, p_true / total)
+        return top + torch.log(total)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad):
+        h, w_sampled, probs, p_true = ctx.saved_tensors
+        grad_logits = probs * grad.unsqueeze(1)  # (N, S)
+        return grad_logits @ w_sampled, grad_logits.T @ h, grad_logits.sum(dim=0), p_true * grad, None, None
 
 
 class SoftmaxHead(nn.Module):
