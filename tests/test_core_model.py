@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from torch_elmo import BiLM, BiLMConfig, batch_to_ids, load_bilm
+from torch_elmo.model import LstmWithProjection, _Fused, _step_forward, step_backward, step_forward
 
 from .reference import ReferenceBiLM
 
@@ -28,7 +29,10 @@ def bilm64(options_file, weight_file):
     return load_bilm(options_file, weight_file, dtype=torch.float64)
 
 
-def test_stateless_matches_reference(bilm64, options_file, weight_file):
+@pytest.mark.parametrize("gate_rows", [1, 5, 1024])
+def test_stateless_matches_reference(bilm64, options_file, weight_file, gate_rows, monkeypatch):
+    """Whatever the number of steps whose input-to-gates product is computed at once."""
+    monkeypatch.setattr(LstmWithProjection, "GATE_ROWS", gate_rows)
     reference = ReferenceBiLM(options_file, weight_file)
     layers, mask = run(bilm64, SENTENCES)
     for i, sentence in enumerate(SENTENCES):
@@ -138,12 +142,13 @@ def test_cuda_matches_cpu(options_file, weight_file):
     torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("proj_dim, clip", [(3, 0.5), (5, None)])
-def test_hand_written_backward_through_time_equals_autograd(proj_dim, clip):
-    """LstmThroughTime (training's path) against autograd over the plain step (`_cell`), on a
-    packed batch with rows ending at different steps, clipping active, and initial states."""
-    from torch_elmo.model import LstmWithProjection
-
+def test_hand_written_backward_through_time_equals_autograd(proj_dim, clip, fused, monkeypatch):
+    """LstmThroughTime (training's path, its elementwise steps compiled or not) against autograd
+    over the plain step (`_cell`), on a packed batch with rows ending at different steps,
+    clipping active, and initial states."""
+    monkeypatch.setattr(_Fused, "enabled", fused)
     torch.manual_seed(0)
     layer = LstmWithProjection(4, 5, proj_dim, clip, clip, n_directions=2).double()
     with torch.no_grad():
@@ -183,13 +188,29 @@ def test_hand_written_backward_through_time_equals_autograd(proj_dim, clip):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
     for a, b in zip(grads, expected_grads):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    if fused:  # torch.compile works on this machine: the fused path is the one tested
+        assert step_forward.compiled not in (None, False) and step_backward.compiled not in (None, False)
+
+
+def test_a_step_that_cannot_compile_runs_unfused_with_a_warning(monkeypatch):
+    def no_compiler(fn, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    fused = _Fused(_step_forward)
+    gates, c = torch.randn(2, 3, 8), torch.randn(2, 3, 2)
+    with pytest.warns(UserWarning, match="running it unfused"):
+        out = fused(gates, c, 0.5)
+    for a, b in zip(out, _step_forward(gates, c, 0.5)):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert fused.compiled is False and fused(gates, c, 0.5)[4].shape == (2, 3, 2)  # no second try
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_a_new_char_cnn_is_initialised_as_bilm_tf(activation):
     """Training from scratch starts where bilm-tf (and Kim et al.) start: highway layers that
     mostly carry their input (carry bias -2), char embeddings in [-1, 1], scaled convolutions."""
-    from torch_elmo.model import BiLMConfig, CharCNN
+    from torch_elmo.model import CharCNN
 
     torch.manual_seed(0)
     cnn = CharCNN(BiLMConfig(filters=((2, 512), (3, 256)), char_embed_dim=16, n_highway=2, activation=activation,

@@ -16,7 +16,10 @@ number of real (non-padding) tokens in a batch.
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -210,6 +213,8 @@ class LstmWithProjection(nn.Module):
     the input-to-gates product is one matmul over all steps, each step one batched matmul.
     """
 
+    GATE_ROWS = 1024  # without autograd, rows of the input-to-gates product computed at once
+
     def __init__(self, input_dim: int, hidden_dim: int, proj_dim: int,
                  cell_clip: float | None, proj_clip: float | None, n_directions: int = 2):
         super().__init__()
@@ -252,22 +257,29 @@ class LstmWithProjection(nn.Module):
         rows = batch_sizes[0] if batch_sizes else 0
         h, c = state if state is not None else self.zero_state(rows, x)
         bias = (self.bias + self.forget_bias).unsqueeze(1)  # (D, 1, 4H)
-        gates_x = torch.baddbmm(bias, x, self.w_input)  # (D, N, 4H): every step at once
         needs_grad = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (gates_x, h, c, self.w_state, self.w_proj))
+            t is not None and t.requires_grad for t in (x, h, c, self.w_input, self.bias, self.w_state, self.w_proj))
         if needs_grad and not torch.is_autocast_enabled(x.device.type):
+            gates_x = torch.baddbmm(bias, x, self.w_input)  # (D, N, 4H): every step at once
             out, h, c = LstmThroughTime.apply(gates_x, h, c, self.w_state, self.w_proj, tuple(batch_sizes),
                                               self.cell_clip, self.proj_clip)
             return out, (h, c)
         cell = self._cell if needs_grad else self._cell_in_place  # frozen ELMo in a task model: in place
+        # The input's share of the gates, a few steps at a time (at least GATE_ROWS rows a product):
+        # the speed of one large product, with memory bounded whatever the batch.
+        ends = list(itertools.accumulate(batch_sizes))
         outputs, done_h, done_c = [], [], []
-        offset = 0
-        for n in batch_sizes:
+        offset = chunk_start = chunk_end = 0
+        for t, n in enumerate(batch_sizes):
+            if offset == chunk_end:
+                chunk_start = offset
+                chunk_end = next((e for e in ends[t:] if e - offset >= self.GATE_ROWS), N)
+                gates_x = torch.baddbmm(bias, x[:, chunk_start:chunk_end], self.w_input)  # (D, rows, 4H)
             if n < h.shape[1]:  # the shortest rows have ended: keep their final state
                 done_h.append(h[:, n:])
                 done_c.append(c[:, n:])
                 h, c = h[:, :n], c[:, :n]
-            h, c = cell(gates_x[:, offset : offset + n], h, c)  # (D, n, P), (D, n, H)
+            h, c = cell(gates_x[:, offset - chunk_start : offset - chunk_start + n], h, c)  # (D, n, P), (D, n, H)
             offset += n
             outputs.append(h)
         done_h.append(h)
@@ -304,6 +316,62 @@ class LstmWithProjection(nn.Module):
         return h.clamp(-self.proj_clip, self.proj_clip) if self.proj_clip is not None else h
 
 
+def _step_forward(gates: torch.Tensor, c: torch.Tensor, cell_clip: float | None):
+    """One training step's elementwise part: gates (D, n, 4H) and the previous cell (D, n, H) ->
+    i, j, f, o activated, the new (clipped) cell, its tanh, the output m = o * tanh(c), and where
+    the cell clip let the gradient through (None without a clip)."""
+    i, j, f, o = gates.chunk(4, dim=-1)
+    i, j, f, o = torch.sigmoid(i), torch.tanh(j), torch.sigmoid(f), torch.sigmoid(o)
+    c = f * c + i * j
+    keep_c = None
+    if cell_clip is not None:
+        keep_c = (c >= -cell_clip) & (c <= cell_clip)
+        c = c.clamp(-cell_clip, cell_clip)
+    tanh_c = torch.tanh(c)
+    return i, j, f, o, c, tanh_c, o * tanh_c, keep_c
+
+
+def _step_backward(grad_gates: torch.Tensor, dc: torch.Tensor, dm: torch.Tensor, i: torch.Tensor,
+                   j: torch.Tensor, f: torch.Tensor, o: torch.Tensor, c_prev: torch.Tensor,
+                   tanh_c: torch.Tensor, keep_c: torch.Tensor | None) -> torch.Tensor:
+    """The same step backwards: the gradients of the cell (dc) and of m (dm) -> the gates'
+    gradient, written into `grad_gates` (D, n, 4H), and the previous cell's gradient."""
+    dc = dc + dm * o * (1 - tanh_c * tanh_c)
+    if keep_c is not None:
+        dc = dc * keep_c
+    grad_gates.copy_(torch.cat([dc * j * (i * (1 - i)), dc * i * (1 - j * j),
+                                dc * c_prev * (f * (1 - f)), dm * tanh_c * (o * (1 - o))], dim=-1))
+    return dc * f
+
+
+class _Fused:
+    """`fn` compiled by torch.compile into one loop over its elements, or `fn` itself where that
+    fails (no C++ compiler, an unsupported device) or TORCH_ELMO_COMPILE=0 is set.
+
+    A training step's elementwise part is ~20 PyTorch ops, each reading and writing (D, n, H)
+    tensors; fused, it reads its inputs and writes its outputs once (bench/train.py measures it).
+    """
+
+    enabled = os.environ.get("TORCH_ELMO_COMPILE", "1") != "0"
+
+    def __init__(self, fn):
+        self.fn, self.compiled = fn, None
+
+    def __call__(self, *args):
+        if self.enabled and self.compiled is not False:
+            try:
+                if self.compiled is None:
+                    self.compiled = torch.compile(self.fn, dynamic=True)
+                return self.compiled(*args)
+            except Exception as error:  # compilation failed: the same ops, unfused
+                self.compiled = False
+                warnings.warn(f"torch.compile of the LSTM step failed, running it unfused (slower): {error}")
+        return self.fn(*args)
+
+
+step_forward, step_backward = _Fused(_step_forward), _Fused(_step_backward)
+
+
 class LstmThroughTime(torch.autograd.Function):
     """One LstmWithProjection layer over a packed sequence, forward and backward through time
     written out, so that training pays for the recurrence and nothing else.
@@ -331,15 +399,8 @@ class LstmThroughTime(torch.autograd.Function):
                 h, c = h[:, :n], c[:, :n]
             gates = torch.baddbmm(gates_x[:, offset : offset + n], h, w_state)
             offset += n
-            i, j, f, o = gates.chunk(4, dim=-1)
-            i, f, o, j = i.sigmoid_(), f.sigmoid_(), o.sigmoid_(), j.tanh_()
-            c_prev, c = c, torch.addcmul(f * c, i, j)
-            keep_c = None
-            if cell_clip is not None:
-                keep_c = (c >= -cell_clip) & (c <= cell_clip)
-                c = c.clamp_(-cell_clip, cell_clip)
-            tanh_c = torch.tanh(c)
-            m = o * tanh_c  # (D, n, H)
+            c_prev = c
+            i, j, f, o, c, tanh_c, m, keep_c = step_forward(gates, c_prev, cell_clip)  # (D, n, H) each
             keep_h = None
             if w_proj is not None:
                 h = torch.bmm(m, w_proj)
@@ -391,16 +452,8 @@ class LstmThroughTime(torch.autograd.Function):
                 dm = torch.bmm(dh, w_proj.transpose(1, 2))  # (D, n, H)
             else:
                 dm = dh
-            dc = torch.addcmul(dc, dm * o, 1 - tanh_c * tanh_c)
-            if keep_c is not None:
-                dc = dc * keep_c
             g = grad_gates[:, start : start + n]
-            g_i, g_j, g_f, g_o = g.chunk(4, dim=-1)
-            torch.mul(dc * j, i * (1 - i), out=g_i)
-            torch.mul(dc * i, 1 - j * j, out=g_j)
-            torch.mul(dc * c_prev, f * (1 - f), out=g_f)
-            torch.mul(dm * tanh_c, o * (1 - o), out=g_o)
-            dc = dc * f
+            dc = step_backward(g, dc, dm, i, j, f, o, c_prev, tanh_c, keep_c)
             dh = torch.bmm(g, w_state.transpose(1, 2))  # (D, n, P)
         n_first = batch_sizes[0] if batch_sizes else 0
         grad_h0 = torch.cat([dh, grad_h_final[:, n_first:]], dim=1) if batch_sizes else grad_h_final
