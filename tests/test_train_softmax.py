@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -118,3 +119,14 @@ def test_full_loss_ignores_padding():
     h = torch.randn(3, 3)
     loss = head.full_loss(h, torch.tensor([1, IGNORE_INDEX, 4]))
     assert loss[1] == 0 and loss[0] > 0
+
+
+def test_a_second_backward_through_the_sampled_softmax_is_refused():
+    """Its backward reuses the saved probabilities' buffer, so a retained graph must not run twice:
+    autograd's version check says so."""
+    h, w, b, targets = setup()
+    loss = sampled_softmax_loss(h.requires_grad_(), w, b, targets, torch.arange(3, 8), torch.ones(6),
+                                torch.ones(5)).sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

@@ -73,15 +73,19 @@ def sampled_softmax_loss(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     h (N, P), weight (V, P), bias (V,), targets (N,), sampled (S,) shared negatives with expected
     counts (S,), true_expected (N,) the targets' expected counts.
     """
-    true_logits = (h * weight[targets]).sum(-1) + bias[targets]  # (N,)
+    # One gather of the rows used (its backward writes a dense (V, P) gradient: once, not twice).
+    ids = torch.cat([targets, sampled])
+    rows, row_bias = weight[ids], bias[ids]  # (N + S, P), (N + S,)
+    N = len(targets)
+    true_logits = (h * rows[:N]).sum(-1) + row_bias[:N]  # (N,)
     true_logits = true_logits - torch.log(true_expected).to(true_logits.dtype)
-    sampled_bias = bias[sampled] - torch.log(sampled_expected).to(bias.dtype)  # (S,)
+    sampled_bias = row_bias[N:] - torch.log(sampled_expected).to(bias.dtype)  # (S,)
     # Accidental hits: the (position, negative) pairs where a negative is the position's target.
     sorted_ids, order = sampled.sort()
     index = torch.searchsorted(sorted_ids, targets).clamp_(max=len(sampled) - 1)
     hit_rows = (sorted_ids[index] == targets).nonzero().view(-1)
     hit_cols = order[index[hit_rows]]
-    lse = _SampledLogSumExp.apply(h, weight[sampled], sampled_bias, true_logits, hit_rows, hit_cols)
+    lse = _SampledLogSumExp.apply(h, rows[N:], sampled_bias, true_logits, hit_rows, hit_cols)
     return lse - true_logits
 
 
@@ -112,7 +116,7 @@ class _SampledLogSumExp(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad):
         h, w_sampled, probs, p_true = ctx.saved_tensors
-        grad_logits = probs * grad.unsqueeze(1)  # (N, S)
+        grad_logits = probs.mul_(grad.unsqueeze(1))  # (N, S) in place (no new 80 MB tensor): a second backward is refused
         return grad_logits @ w_sampled, grad_logits.T @ h, grad_logits.sum(dim=0), p_true * grad, None, None
 
 
