@@ -52,7 +52,7 @@ def embedder() -> ElmoEmbedder:
     return ElmoEmbedder(OPTIONS, WEIGHTS)
 
 
-def expected(embedder, lines, batch_size=64, tokenize=str.split) -> list[np.ndarray]:
+def expected(embedder, lines, batch_size=256, tokenize=str.split) -> list[np.ndarray]:
     return list(embedder.embed_sentences([tokenize(line.strip()) for line in lines], batch_size))
 
 
@@ -263,7 +263,7 @@ def interrupt_after(n: int):
     """ElmoEmbedder.embed_sentences that raises KeyboardInterrupt (Ctrl-C) after n sentences."""
     original = ElmoEmbedder.embed_sentences
 
-    def embed_sentences(self, sentences, batch_size=64):
+    def embed_sentences(self, sentences, batch_size=256):
         for i, array in enumerate(original(self, sentences, batch_size)):
             if i == n:
                 raise KeyboardInterrupt

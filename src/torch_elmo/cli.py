@@ -85,7 +85,7 @@ def _device(name: str):
 
 def embed(input: str, output: str, *, options: str | None = None, weights: str | None = None,
           layers: Literal["all", "top", "average"] = "all", pool: Literal["mean", "max"] | None = None,
-          batch_size: int = 64, device: str = "cpu", float16: bool = False, tokenize: bool = False,
+          batch_size: int = 256, device: str = "cpu", float16: bool = False, tokenize: bool = False,
           forget_sentences: bool = False, use_sentence_keys: bool = False, resume: bool = False,
           quiet: bool = False) -> int:
     """Embed every line of a text file with ELMo into an HDF5 file.
@@ -118,7 +118,7 @@ def embed(input: str, output: str, *, options: str | None = None, weights: str |
         pool: store one vector per line instead of one per token: mean or max over the
             line's tokens, shape (3, dim) with --layers all, (dim,) otherwise; a blank line
             gives zeros. Default: no pooling.
-        batch_size: sentences per forward pass (default 64); sentences are grouped by length
+        batch_size: sentences per forward pass (default 256); sentences are grouped by length
             within 16 batches to cut padding, and written in input order.
         device: where the model runs: cpu (default), cuda, cuda:N.
         float16: store float16 instead of float32 (half the file; about 3 significant digits).

@@ -173,7 +173,7 @@ class ElmoEmbedder:
         embeddings = embeddings.cpu().numpy()
         return [embeddings[i, :, :n] for i, n in enumerate(lengths)]
 
-    def embed_sentences(self, sentences: Iterable[Sequence[str]], batch_size: int = 64) -> Iterator[np.ndarray]:
+    def embed_sentences(self, sentences: Iterable[Sequence[str]], batch_size: int = 256) -> Iterator[np.ndarray]:
         """Embeds a stream of sentences, in input order. Stateless: sentences are grouped by
         length within a window of batches to cut padding; stateful: batches in input order."""
         window = batch_size if self.bilm.stateful else batch_size * 16

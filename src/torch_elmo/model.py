@@ -143,14 +143,26 @@ class CharCNN(nn.Module):
                 self.projection.bias.zero_()
 
     def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
-        x = self.char_embedding(char_ids).transpose(1, 2)  # (N, E, C)
-        # max over positions; .max's backward routes the gradient to one position (amax's splits
-        # it among ties, 3x slower): ties come from identical all-padding windows, so the weight
-        # gradients are the same.
-        x = torch.cat([self.activation(conv(x).max(dim=-1).values) for conv in self.convs], dim=-1)
+        chars = self.char_embedding(char_ids)  # (N, C, E)
+        x = torch.cat([self.activation(self._max_over_windows(chars, conv)) for conv in self.convs], dim=-1)
         for highway in self.highways:  # (N, n_filters)
             x = highway(x)
         return self.projection(x)  # (N, P)
+
+    @staticmethod
+    def _max_over_windows(chars: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+        """conv(chars) max-pooled over positions: (N, C, E) -> (N, filters).
+
+        Computed as one matmul over the unfolded windows, (N, C - w + 1, E * w) @ (E * w, filters),
+        max-pooled over windows, bias added after the max (the same value: adding a constant keeps
+        the order): twice as fast on CPU as Conv1d followed by a max over its (N, filters, C - w + 1)
+        output. .max's backward routes the gradient to one window (amax's splits it among ties,
+        3x slower): ties come from identical all-padding windows, so the weight gradients are the same.
+        """
+        width, filters = conv.kernel_size[0], conv.out_channels
+        windows = chars.unfold(1, width, 1).flatten(2)  # (N, C - w + 1, E * w), conv.weight's order
+        scores = windows @ conv.weight.reshape(filters, -1).T  # (N, C - w + 1, filters)
+        return scores.max(dim=1).values + conv.bias
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,15 +278,22 @@ class LstmWithProjection(nn.Module):
             return out, (h, c)
         cell = self._cell if needs_grad else self._cell_in_place  # frozen ELMo in a task model: in place
         # The input's share of the gates, a few steps at a time (at least GATE_ROWS rows a product):
-        # the speed of one large product, with memory bounded whatever the batch.
+        # the speed of one large product, with memory bounded whatever the batch. The chunks share
+        # one buffer: a fresh 100 MB tensor a chunk costs its page faults (a quarter of the product).
         ends = list(itertools.accumulate(batch_sizes))
+        chunks, start = [], 0
+        for t, end in enumerate(ends):
+            if end - start >= self.GATE_ROWS or t == len(ends) - 1:
+                chunks.append((start, end))
+                start = end
+        buffer = x.new_empty(D * max((b - a for a, b in chunks), default=0) * bias.shape[-1])
         outputs, done_h, done_c = [], [], []
         offset = chunk_start = chunk_end = 0
-        for t, n in enumerate(batch_sizes):
+        for n in batch_sizes:
             if offset == chunk_end:
-                chunk_start = offset
-                chunk_end = next((e for e in ends[t:] if e - offset >= self.GATE_ROWS), N)
-                gates_x = torch.baddbmm(bias, x[:, chunk_start:chunk_end], self.w_input)  # (D, rows, 4H)
+                chunk_start, chunk_end = chunks.pop(0)
+                gates_x = buffer[: D * (chunk_end - chunk_start) * bias.shape[-1]].view(D, chunk_end - chunk_start, -1)
+                torch.baddbmm(bias, x[:, chunk_start:chunk_end], self.w_input, out=gates_x)  # (D, rows, 4H)
             if n < h.shape[1]:  # the shortest rows have ended: keep their final state
                 done_h.append(h[:, n:])
                 done_c.append(c[:, n:])
@@ -300,13 +319,14 @@ class LstmWithProjection(nn.Module):
 
     def _cell_in_place(self, gates_x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> LstmState:
         """The same step without autograd, computed inside the gates buffer (each step's slice
-        of `gates_x` is used once): no copies, no new (D, n, 4H) tensors."""
+        of `gates_x` is used once): no copies, no new (D, n, 4H) tensors. The new h and c are
+        tensors of their own, since the buffer is reused for later steps."""
         gates = gates_x.baddbmm_(h, self.w_state)
         i, j, f, o = gates.chunk(4, dim=-1)
-        c = f.sigmoid_().mul_(c).addcmul_(i.sigmoid_(), j.tanh_())
+        c = torch.mul(f.sigmoid_(), c).addcmul_(i.sigmoid_(), j.tanh_())
         if self.cell_clip is not None:
             c = c.clamp_(-self.cell_clip, self.cell_clip)
-        h = o.sigmoid_().mul_(torch.tanh(c))
+        h = torch.tanh(c).mul_(o.sigmoid_())
         return self._project(h), c
 
     def _project(self, h: torch.Tensor) -> torch.Tensor:
@@ -528,6 +548,8 @@ class BiLM(nn.Module):
     batch row starts where that row ended in the previous batch, as the original does.
     """
 
+    TOKEN_CHUNK = 256  # tokens through the char CNN at once: its largest activation is (256, 44, 1024) floats
+
     def __init__(self, config: BiLMConfig, stateful: bool = False):
         super().__init__()
         if config.token_dim != config.projection_dim:
@@ -548,16 +570,16 @@ class BiLM(nn.Module):
         self._states = None
 
     @torch.no_grad()
-    def cache_vocabulary(self, char_ids: torch.Tensor, batch_size: int = 4096) -> None:
+    def cache_vocabulary(self, char_ids: torch.Tensor) -> None:
         """Computes the token vectors of a vocabulary (V, C) once; `forward(word_ids=...)` then
         looks them up instead of running the char CNN (row 0 stands for padding)."""
-        vectors = [self.token_encoder(chunk) for chunk in char_ids.split(batch_size)]
+        vectors = [self.token_encoder(chunk) for chunk in char_ids.split(self.TOKEN_CHUNK)]
         self.word_cache = torch.cat(vectors) if vectors else None
 
     def encode_tokens(self, char_ids: torch.Tensor) -> torch.Tensor:
-        """(N, C) -> (N, P), running the char CNN once per distinct token."""
+        """(N, C) -> (N, P), running the char CNN once per distinct token, TOKEN_CHUNK at a time."""
         unique, inverse = torch.unique(char_ids, dim=0, return_inverse=True)
-        return self.token_encoder(unique)[inverse]
+        return torch.cat([self.token_encoder(chunk) for chunk in unique.split(self.TOKEN_CHUNK)])[inverse]
 
     def forward(self, char_ids: torch.Tensor, word_ids: torch.Tensor | None = None) -> BiLMOutput:
         """char_ids (B, T, C) without sentence boundaries (zero rows pad) -> BiLMOutput with
