@@ -351,25 +351,27 @@ def _step_forward(gates: torch.Tensor, c: torch.Tensor, cell_clip: float | None)
     return i, j, f, o, c, tanh_c, o * tanh_c, keep_c
 
 
-def _step_backward(grad_gates: torch.Tensor, dc: torch.Tensor, dm: torch.Tensor, i: torch.Tensor,
-                   j: torch.Tensor, f: torch.Tensor, o: torch.Tensor, c_prev: torch.Tensor,
-                   tanh_c: torch.Tensor, keep_c: torch.Tensor | None) -> torch.Tensor:
+def _step_backward(dc: torch.Tensor, dm: torch.Tensor, i: torch.Tensor, j: torch.Tensor, f: torch.Tensor,
+                   o: torch.Tensor, c_prev: torch.Tensor, tanh_c: torch.Tensor,
+                   keep_c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The same step backwards: the gradients of the cell (dc) and of m (dm) -> the gates'
-    gradient, written into `grad_gates` (D, n, 4H), and the previous cell's gradient."""
+    gradient (D, n, 4H) and the previous cell's gradient."""
     dc = dc + dm * o * (1 - tanh_c * tanh_c)
     if keep_c is not None:
         dc = dc * keep_c
-    grad_gates.copy_(torch.cat([dc * j * (i * (1 - i)), dc * i * (1 - j * j),
-                                dc * c_prev * (f * (1 - f)), dm * tanh_c * (o * (1 - o))], dim=-1))
-    return dc * f
+    grad_gates = torch.cat([dc * j * (i * (1 - i)), dc * i * (1 - j * j),
+                            dc * c_prev * (f * (1 - f)), dm * tanh_c * (o * (1 - o))], dim=-1)
+    return grad_gates, dc * f
 
 
 class _Fused:
     """`fn` compiled by torch.compile into one loop over its elements, or `fn` itself where that
     fails (no C++ compiler, an unsupported device) or TORCH_ELMO_COMPILE=0 is set.
 
-    A training step's elementwise part is ~20 PyTorch ops, each reading and writing (D, n, H)
-    tensors; fused, it reads its inputs and writes its outputs once (bench/train.py measures it).
+    A training step's backward elementwise part is ~20 PyTorch ops, each reading and writing
+    (D, n, H) tensors; fused, it reads its inputs and writes its outputs once: 10-12 ms -> 3.3 ms
+    for D=2, n=128, H=4096 on 2 threads. (The forward's 8 ops ran slower compiled, 8.9 ms against
+    3.4, and stay eager.)
     """
 
     enabled = os.environ.get("TORCH_ELMO_COMPILE", "1") != "0"
@@ -389,7 +391,7 @@ class _Fused:
         return self.fn(*args)
 
 
-step_forward, step_backward = _Fused(_step_forward), _Fused(_step_backward)
+step_backward = _Fused(_step_backward)
 
 
 class LstmThroughTime(torch.autograd.Function):
@@ -420,7 +422,7 @@ class LstmThroughTime(torch.autograd.Function):
             gates = torch.baddbmm(gates_x[:, offset : offset + n], h, w_state)
             offset += n
             c_prev = c
-            i, j, f, o, c, tanh_c, m, keep_c = step_forward(gates, c_prev, cell_clip)  # (D, n, H) each
+            i, j, f, o, c, tanh_c, m, keep_c = _step_forward(gates, c_prev, cell_clip)  # (D, n, H) each
             keep_h = None
             if w_proj is not None:
                 h = torch.bmm(m, w_proj)
@@ -452,7 +454,7 @@ class LstmThroughTime(torch.autograd.Function):
         offsets = [0]
         for n in batch_sizes:
             offsets.append(offsets[-1] + n)
-        grad_gates = out.new_empty(D, offsets[-1], 4 * H)
+        grad_gates = []  # per step, last step first
         grad_proj_in = out.new_empty(D, offsets[-1], P) if w_proj is not None else None
         # Gradients flowing back into the state of the step being processed; rows that ended
         # after it start from their final state's gradient.
@@ -472,8 +474,8 @@ class LstmThroughTime(torch.autograd.Function):
                 dm = torch.bmm(dh, w_proj.transpose(1, 2))  # (D, n, H)
             else:
                 dm = dh
-            g = grad_gates[:, start : start + n]
-            dc = step_backward(g, dc, dm, i, j, f, o, c_prev, tanh_c, keep_c)
+            g, dc = step_backward(dc, dm, i, j, f, o, c_prev, tanh_c, keep_c)  # (D, n, 4H), (D, n, H)
+            grad_gates.append(g)
             dh = torch.bmm(g, w_state.transpose(1, 2))  # (D, n, P)
         n_first = batch_sizes[0] if batch_sizes else 0
         grad_h0 = torch.cat([dh, grad_h_final[:, n_first:]], dim=1) if batch_sizes else grad_h_final
@@ -481,6 +483,7 @@ class LstmThroughTime(torch.autograd.Function):
         # The inputs of every step's state product, packed like the outputs: h0, then h_{t-1}.
         h_prev = [h0[:, : batch_sizes[0]]] if batch_sizes else []
         h_prev += [out[:, offsets[t - 1] : offsets[t - 1] + batch_sizes[t]] for t in range(1, len(batch_sizes))]
+        grad_gates = torch.cat(grad_gates[::-1], dim=1) if grad_gates else out.new_zeros(D, 0, 4 * H)
         grad_w_state = torch.bmm(torch.cat(h_prev, dim=1).transpose(1, 2), grad_gates) if h_prev else torch.zeros_like(w_state)
         grad_w_proj = None
         if w_proj is not None:
