@@ -129,7 +129,7 @@ def main() -> None:
                   f"batch {c.batch_size} x {c.unroll_steps}, "
                   f"{'full softmax' if not 0 < c.n_negative_samples < model.head.vocab_size else f'{c.n_negative_samples} negatives'}")
             print(f"  end to end: {speed:8.0f} tokens/s (both directions' tokens), {steps} updates")
-            repeats = 3 if name == "small" else 1
+            repeats = 3 if name == "small" else 2
             for fused in (True, False):  # the step's elementwise ops compiled into one loop, or not
                 _Fused.enabled = fused
                 flops, seconds = lstm_part(model.config, c.batch_size, c.unroll_steps, repeats)
