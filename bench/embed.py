@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--allennlp-batch-size", type=int, default=64)
     parser.add_argument("--allennlp-input-order", action="store_true",
                         help="AllenNLP batches in input order, as its own tools do (default: grouped by length, "
-                             "its fastest: 758 against 355 tokens/s here)")
+                             "its fastest)")
     parser.add_argument("--no-allennlp", action="store_true", help="time ours alone")
     parser.add_argument("--bf16", action="store_true",
                         help="also time ours in bfloat16 (not exact) and print its deviation from float32")

@@ -222,7 +222,8 @@ class LstmWithProjection(nn.Module):
 
     Computes what TensorFlow's `LSTMCell(num_proj, cell_clip, proj_clip)` computes (gates in the
     order i, j, f, o; the forget gate's +1.0 added at run time), for D directions at once:
-    the input-to-gates product is one matmul over all steps, each step one batched matmul.
+    the input-to-gates product is one matmul over many steps (all of them in training), each step
+    one batched matmul.
     """
 
     GATE_ROWS = 1024  # without autograd, rows of the input-to-gates product computed at once
@@ -280,19 +281,20 @@ class LstmWithProjection(nn.Module):
         # The input's share of the gates, a few steps at a time (at least GATE_ROWS rows a product):
         # the speed of one large product, with memory bounded whatever the batch. The chunks share
         # one buffer: a fresh 100 MB tensor a chunk costs its page faults (a quarter of the product).
-        ends = list(itertools.accumulate(batch_sizes))
-        chunks, start = [], 0
-        for t, end in enumerate(ends):
-            if end - start >= self.GATE_ROWS or t == len(ends) - 1:
+        chunks, start = [], 0  # (first row, end row) of each chunk of whole steps
+        for t, end in enumerate(itertools.accumulate(batch_sizes)):
+            if end - start >= self.GATE_ROWS or t == len(batch_sizes) - 1:
                 chunks.append((start, end))
                 start = end
-        buffer = x.new_empty(D * max((b - a for a, b in chunks), default=0) * bias.shape[-1])
+        G = bias.shape[-1]  # 4H
+        buffer = x.new_empty(D * max((b - a for a, b in chunks), default=0) * G)
+        next_chunk = iter(chunks)
         outputs, done_h, done_c = [], [], []
         offset = chunk_start = chunk_end = 0
         for n in batch_sizes:
             if offset == chunk_end:
-                chunk_start, chunk_end = chunks.pop(0)
-                gates_x = buffer[: D * (chunk_end - chunk_start) * bias.shape[-1]].view(D, chunk_end - chunk_start, -1)
+                chunk_start, chunk_end = next(next_chunk)
+                gates_x = buffer[: D * (chunk_end - chunk_start) * G].view(D, chunk_end - chunk_start, G)
                 torch.baddbmm(bias, x[:, chunk_start:chunk_end], self.w_input, out=gates_x)  # (D, rows, 4H)
             if n < h.shape[1]:  # the shortest rows have ended: keep their final state
                 done_h.append(h[:, n:])
@@ -576,8 +578,7 @@ class BiLM(nn.Module):
     def cache_vocabulary(self, char_ids: torch.Tensor) -> None:
         """Computes the token vectors of a vocabulary (V, C) once; `forward(word_ids=...)` then
         looks them up instead of running the char CNN (row 0 stands for padding)."""
-        vectors = [self.token_encoder(chunk) for chunk in char_ids.split(self.TOKEN_CHUNK)]
-        self.word_cache = torch.cat(vectors) if vectors else None
+        self.word_cache = self.encode_tokens(char_ids) if len(char_ids) else None
 
     def encode_tokens(self, char_ids: torch.Tensor) -> torch.Tensor:
         """(N, C) -> (N, P), running the char CNN once per distinct token, TOKEN_CHUNK at a time."""
