@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_elmo.data import IGNORE_INDEX
-from torch_elmo.softmax import LogUniformSampler, SoftmaxHead, sampled_softmax_loss
+from torch_elmo.softmax import LogUniformSampler, SoftmaxHead, full_softmax_loss, sampled_softmax_loss
 
 
 def test_log_uniform_draws_follow_zipf():
@@ -121,12 +121,40 @@ def test_full_loss_ignores_padding():
     assert loss[1] == 0 and loss[0] > 0
 
 
-def test_a_second_backward_through_the_sampled_softmax_is_refused():
+def test_full_softmax_loss_and_gradients_equal_cross_entropy():
+    """The fused full softmax against F.cross_entropy over F.linear, ignored targets included."""
+    g = torch.Generator().manual_seed(4)
+    N, V, P = 50, 37, 6
+    h = torch.randn(N, P, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(V, P, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(V, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, V, (N,), generator=g)
+    targets[[3, 17, 40]] = IGNORE_INDEX
+    expected = F.cross_entropy(F.linear(h, w, b), targets, ignore_index=IGNORE_INDEX, reduction="none")
+    loss = full_softmax_loss(h, w, b, targets)
+    torch.testing.assert_close(loss, expected, atol=1e-12, rtol=0)
+    assert loss[[3, 17, 40]].eq(0).all()
+    weights = torch.randn(N, generator=g, dtype=torch.float64)
+    ours = torch.autograd.grad((weights * loss).sum(), (h, w, b))
+    for a, e in zip(ours, torch.autograd.grad((weights * expected).sum(), (h, w, b))):
+        torch.testing.assert_close(a, e, atol=1e-12, rtol=0)
+    # float32, large logits: the same as cross_entropy to rounding
+    h32, w32, b32 = (10 * t.detach().float() for t in (h, w, b))
+    torch.testing.assert_close(full_softmax_loss(h32, w32, b32, targets),
+                               F.cross_entropy(F.linear(h32, w32, b32), targets, ignore_index=IGNORE_INDEX,
+                                               reduction="none"), atol=1e-4, rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss_fn", ["sampled", "full"])
+def test_a_second_backward_through_the_softmax_is_refused(loss_fn):
     """Its backward reuses the saved probabilities' buffer, so a retained graph must not run twice:
     autograd's version check says so."""
     h, w, b, targets = setup()
-    loss = sampled_softmax_loss(h.requires_grad_(), w, b, targets, torch.arange(3, 8), torch.ones(6),
-                                torch.ones(5)).sum()
+    if loss_fn == "sampled":
+        loss = sampled_softmax_loss(h.requires_grad_(), w, b, targets, torch.arange(3, 8), torch.ones(6),
+                                    torch.ones(5)).sum()
+    else:
+        loss = full_softmax_loss(h.requires_grad_(), w, b, targets).sum()
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
