@@ -246,3 +246,34 @@ def test_token_dropout_applies_to_the_first_layers_input_only():
     same_first = [torch.equal(a[0], b[0]) for a, b in (outputs[None], outputs[0.0])]
     assert same_first == [False, True]  # layer 1 is deterministic only without token dropout
     assert not torch.equal(outputs[0.0][0][1], outputs[0.0][1][1])  # layer 2's input is still dropped
+
+
+def test_trimming_the_padding_columns_keeps_the_char_cnn_output_and_gradients(monkeypatch):
+    """The char CNN drops the columns that only padding fills: the same vectors and weight
+    gradients as over all 50 columns, for short words, a 48-byte token, and no-token rows."""
+    from torch_elmo.model import CharCNN
+
+    torch.manual_seed(0)
+    cnn = CharCNN(BiLMConfig(filters=((1, 4), (3, 6), (7, 8)), char_embed_dim=5, n_highway=1,
+                             activation="tanh", projection_dim=6)).double()
+
+    def vectors_and_gradients(ids):
+        cnn.zero_grad()
+        out = cnn(ids)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        return [out.detach()] + [p.grad.clone() for p in cnn.parameters()]
+
+    batches = {
+        "short": batch_to_ids([["a", "bank", "of", "the", "river", "."]])[0],
+        "long": batch_to_ids([["x" * 48, "y" * 43, "is"]])[0],
+        "no-token rows": batch_to_ids([["ab", "c"], ["d", "e", "f"]]).view(-1, 50),
+    }
+    widths = {name: cnn._trim_padding(ids).shape[1] for name, ids in batches.items()}
+    assert widths == {"short": 7 + 7, "long": 50, "no-token rows": 50}  # "river" + its 2 marks + widest 7
+    for ids in batches.values():
+        trimmed = vectors_and_gradients(ids)
+        with monkeypatch.context() as m:
+            m.setattr(CharCNN, "_trim_padding", lambda self, ids: ids)
+            full = vectors_and_gradients(ids)
+        for a, b in zip(trimmed, full):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .chars import BOS_CHAR_IDS, EOS_CHAR_IDS, MAX_CHARS, N_CHARACTERS
+from .chars import BOS_CHAR_IDS, EOS_CHAR_IDS, MAX_CHARS, N_CHARACTERS, PAD_CHAR
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,7 @@ class CharCNN(nn.Module):
         self.convs = nn.ModuleList(
             nn.Conv1d(config.char_embed_dim, n, kernel_size=width) for width, n in config.filters
         )
+        self.filters = config.filters
         self.highways = nn.ModuleList(Highway(config.n_filters) for _ in range(config.n_highway))
         self.projection = (
             nn.Linear(config.n_filters, config.projection_dim)
@@ -143,11 +144,22 @@ class CharCNN(nn.Module):
                 self.projection.bias.zero_()
 
     def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
-        chars = self.char_embedding(char_ids)  # (N, C, E)
+        chars = self.char_embedding(self._trim_padding(char_ids))  # (N, C', E)
         x = torch.cat([self.activation(self._max_over_windows(chars, conv)) for conv in self.convs], dim=-1)
         for highway in self.highways:  # (N, n_filters)
             x = highway(x)
         return self.projection(x)  # (N, P)
+
+    def _trim_padding(self, char_ids: torch.Tensor) -> torch.Tensor:
+        """(N, C) -> (N, C'): without the last columns that hold padding chars in every token,
+        keeping the widest filter's width of them after the last other char. Each token still has
+        all its windows that touch a char and at least one all-padding window of every width (the
+        same as those dropped), so the max over windows is unchanged, with less work: a 5-letter
+        word takes 7 of the 50 columns (its begin and end of word marks included)."""
+        widest = max(width for width, _ in self.filters)
+        used = (char_ids != PAD_CHAR + 1).any(dim=0).nonzero()  # columns holding a char (or no-token 0)
+        keep = (int(used.max()) + 1 if len(used) else 0) + widest
+        return char_ids[:, :keep] if keep < char_ids.shape[1] else char_ids
 
     @staticmethod
     def _max_over_windows(chars: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
