@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--max-updates", type=int, default=None, help="stop early (smoke test)")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "ptb-char-small"))
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--init", default="bilm-tf", choices=("bilm-tf", "kim"),
+                        help="kim: every parameter uniform in [-0.05, 0.05], as theirs")
     args = parser.parse_args()
 
     files = fetch_ptb(ROOT / "data" / "ptb")
@@ -93,7 +95,7 @@ def main() -> None:
         max_updates=args.max_updates, n_negative_samples=0, optimizer="sgd",
         lr=KIM_LR * UNROLL, clip_norm=KIM_CLIP / UNROLL,  # Kim's loss sums over time: see the module docstring
         dropout=0.5, token_dropout=0.0, lr_decay=0.5, lr_decay_threshold=1.0, eval_every=per_epoch, checkpoint_every=per_epoch // 4,
-        eval_batch_size=20, log_every=50, bf16=args.bf16, contiguous_rows=True,
+        eval_batch_size=20, log_every=50, bf16=args.bf16, contiguous_rows=True, init=args.init,
     )
     start = time.time()
     if (run_dir / CHECKPOINT).is_file():

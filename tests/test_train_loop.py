@@ -196,10 +196,37 @@ def test_config_file_overrides_and_bad_settings(tmp_path):
         config.with_overrides(["lrate=1"])
     with pytest.raises(TrainError, match=r"restart_prob is 1.5, expected a probability in \[0, 1\)"):
         Trainer(tiny_config(tmp_path, restart_prob=1.5))
+    with pytest.raises(TrainError, match=r"init is 'glorot', expected \"bilm-tf\" or \"kim\""):
+        Trainer(tiny_config(tmp_path, init="glorot", run_dir=str(tmp_path / "bad-init")))
+    assert not (tmp_path / "bad-init").exists()  # refused before anything was written
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     with pytest.raises(DataError, match="no sentences"):
         Trainer(tiny_config(tmp_path, train=str(empty), vocab=None))
+
+
+def test_kim_initialisation_starts_every_gate_as_theirs(tmp_path):
+    """init "kim": every parameter uniform in [-0.05, 0.05] (Kim et al.), the highway carry gates
+    with their -2, the forget gates without TF's +1, the padding characters zero; and it learns."""
+    from torch_elmo.chars import PAD_CHAR
+
+    trainer = Trainer(tiny_config(tmp_path, init="kim", max_updates=200, bilm={**TINY, "token_projection": False},
+                                  n_negative_samples=0))
+    model = trainer.model
+    emb = model.token_encoder.char_embedding.weight.detach()
+    assert emb[[0, PAD_CHAR + 1]].eq(0).all() and 0.02 < float(emb.abs().mean()) < 0.03
+    dim = model.token_encoder.highways[0].linear.in_features
+    carry_bias = model.token_encoder.highways[0].linear.bias.detach()[dim:]
+    assert float((carry_bias + 2).abs().max()) <= 0.05
+    for layer in model.lstm.layers:
+        H = layer.hidden_dim
+        bias = layer.bias.detach()
+        assert float((bias + layer.forget_bias).abs().max()) <= 0.05  # what the gates see
+        assert float(bias[:, 2 * H : 3 * H].mean()) < -0.9
+        assert all(float(w.detach().abs().max()) <= 0.05 for w in (layer.w_input, layer.w_state))
+    assert float(model.head.weight.detach().abs().max()) <= 0.05
+    start = evaluate(model, [str(TRAIN / "data.txt")], trainer.vocab, 2, 10)["ppl"]
+    assert trainer.train()["ppl"] < min(20, start / 1.5)  # the fixture test's bar
 
 
 def test_kim_layout_without_token_projection_trains_but_is_not_exported(tmp_path):

@@ -51,6 +51,24 @@ class LanguageModel(nn.Module):
         self.lstm = ElmoLstm(config)
         self.head = SoftmaxHead(vocab_size, P)
 
+    def init_uniform(self, scale: float = 0.05) -> None:
+        """Kim et al. (2016)'s initialisation, for comparisons with their tables: every parameter
+        uniform in [-scale, scale], the padding characters' embeddings zero. Their fixed gate
+        offsets are kept, so that the gates start as theirs: the highway carry bias -2 added, and
+        the forget gates' bias shifted by -1 to cancel the +1 that TF's LSTM cell adds (they have none)."""
+        from .chars import PAD_CHAR
+
+        with torch.no_grad():
+            for p in self.parameters():
+                p.uniform_(-scale, scale)
+            if not self.word_input:
+                self.token_encoder.char_embedding.weight[[0, PAD_CHAR + 1]] = 0.0
+                for highway in self.token_encoder.highways:
+                    dim = highway.linear.in_features
+                    highway.linear.bias[dim:] -= 2.0
+            for layer in self.lstm.layers:
+                layer.bias -= layer.forget_bias
+
     def zero_states(self, batch: int) -> list[LstmState]:
         like = self.head.weight
         return [layer.zero_state(batch, like) for layer in self.lstm.layers]

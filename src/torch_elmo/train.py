@@ -67,6 +67,7 @@ class TrainConfig:
     n_directions: int = 2  # 1: a forward-only LM
     word_input: bool = False  # word embeddings instead of the char CNN
     init_weights: str | None = None  # a published weights.hdf5 to continue training from
+    init: str = "bilm-tf"  # of a new model: "bilm-tf" (its initialisers), "kim" (uniform +-0.05, Kim et al.)
 
     batch_size: int = 128  # rows per process
     unroll_steps: int = 20
@@ -232,6 +233,8 @@ class Trainer:
             raise TrainError("no training corpus: set `train` to one or more files or a glob")
         if not 0.0 <= config.restart_prob < 1.0:
             raise TrainError(f"restart_prob is {config.restart_prob}, expected a probability in [0, 1)")
+        if config.init not in ("bilm-tf", "kim"):
+            raise TrainError(f"init is {config.init!r}, expected \"bilm-tf\" or \"kim\"")
         self.files = corpus_files(config.train)
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -244,6 +247,8 @@ class Trainer:
         torch.set_flush_denormal(True)
         torch.manual_seed(config.seed)
         self.model = LanguageModel(self.bilm_config, len(self.vocab), config.word_input).to(self.device)
+        if config.init == "kim":
+            self.model.init_uniform(0.05)
         if config.init_weights and not _resuming:
             self.model.load_published(config.init_weights)
         self.ddp = None
