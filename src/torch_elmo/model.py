@@ -115,7 +115,6 @@ class CharCNN(nn.Module):
         self.convs = nn.ModuleList(
             nn.Conv1d(config.char_embed_dim, n, kernel_size=width) for width, n in config.filters
         )
-        self.filters = config.filters
         self.highways = nn.ModuleList(Highway(config.n_filters) for _ in range(config.n_highway))
         self.projection = (
             nn.Linear(config.n_filters, config.projection_dim)
@@ -156,7 +155,7 @@ class CharCNN(nn.Module):
         all its windows that touch a char and at least one all-padding window of every width (the
         same as those dropped), so the max over windows is unchanged, with less work: a 5-letter
         word takes 7 of the 50 columns (its begin and end of word marks included)."""
-        widest = max(width for width, _ in self.filters)
+        widest = max(conv.kernel_size[0] for conv in self.convs)
         used = (char_ids != PAD_CHAR + 1).any(dim=0).nonzero()  # columns holding a char (or no-token 0)
         keep = (int(used.max()) + 1 if len(used) else 0) + widest
         return char_ids[:, :keep] if keep < char_ids.shape[1] else char_ids
