@@ -122,6 +122,24 @@ def test_info_reports_a_mismatched_weight_file(tmp_path, capsys):
     assert "give the weight file with --weights" in user_error(capsys, "info", d)
 
 
+def test_evaluate_reads_the_held_out_text_as_the_run_was_trained(tmp_path, capsys):
+    """A run trained on contiguous rows (the PTB protocol) is evaluated on contiguous rows."""
+    from torch_elmo.train import TrainConfig, Trainer, evaluate
+
+    tiny = {"filters": [[1, 8], [2, 8]], "char_embed_dim": 4, "n_highway": 1, "lstm_dim": 16, "projection_dim": 8}
+    trainer = Trainer(TrainConfig(train=str(TRAIN / "data.txt"), vocab=str(TRAIN / "vocab.txt"), bilm=tiny,
+                                  run_dir=str(tmp_path / "run"), batch_size=2, unroll_steps=5, max_updates=20,
+                                  n_negative_samples=0, contiguous_rows=True, progress=False))
+    trainer.train()
+    code, out, err = elmo(capsys, "evaluate", tmp_path / "run", TRAIN / "data.txt", "--batch-size", 3)
+    assert code == 0, err
+    files = [str(TRAIN / "data.txt")]
+    rows = {contiguous: evaluate(trainer.model, files, trainer.vocab, 3, 5, contiguous=contiguous)
+            for contiguous in (True, False)}
+    assert rows[True]["ppl"] != rows[False]["ppl"]
+    assert json.loads(out)["ppl"] == pytest.approx(rows[True]["ppl"], rel=1e-9)
+
+
 def test_training_workflow_then_info_and_embed_with_the_exported_model(tmp_path, capsys):
     tiny = {"filters": [[1, 8], [2, 8]], "char_embed_dim": 4, "n_highway": 1, "lstm_dim": 16,
             "projection_dim": 8, "n_layers": 2}

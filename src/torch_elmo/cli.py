@@ -733,7 +733,7 @@ def evaluate(run_dir: str, files: list[str], *, batch_size: int = 32, device: st
 
     trainer = Trainer.resume(run_dir, ["progress=false"], device=_device(device))
     result = evaluate_model(trainer.model, corpus_files(files), trainer.vocab, batch_size,
-                            trainer.config.unroll_steps)
+                            trainer.config.unroll_steps, contiguous=trainer.config.contiguous_rows)
     print(json.dumps(result))
     return 0
 
