@@ -314,3 +314,21 @@ def test_lr_decay_on_plateau_and_curves(tmp_path):
     pytest.importorskip("matplotlib")
     assert main(["plot", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "perplexity.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("optimizer", ["adagrad", "sgd"])
+def test_fused_cpu_update_equals_the_plain_one(tmp_path, optimizer):
+    """On CPU the optimizer runs its fused update: the same parameters after a few updates as
+    PyTorch's per-op update from the same gradients."""
+    trainer = Trainer(tiny_config(tmp_path, optimizer=optimizer, max_updates=3, heldout=None))
+    assert trainer.optimizer.defaults["fused"] is True
+    cls = type(trainer.optimizer)
+    plain_params = [torch.nn.Parameter(p.detach().clone()) for p in trainer.model.parameters()]
+    plain = cls(plain_params, **{**trainer.optimizer.defaults, "fused": None})
+    for _ in range(3):
+        trainer.train_step()
+        for p, q in zip(trainer.model.parameters(), plain_params):
+            q.grad = p.grad.clone()
+        plain.step()
+    for p, q in zip(trainer.model.parameters(), plain_params):
+        torch.testing.assert_close(p.detach(), q.detach(), atol=1e-6, rtol=1e-6)
