@@ -57,14 +57,16 @@ def workload(n_sentences: int) -> Path:
 def model_flops(config: BiLMConfig, sentences: list[list[str]]) -> tuple[float, float]:
     """(FLOPs per token position, FLOPs the job needs): matmul and convolution multiply-adds x 2.
 
-    The LSTMs run at every position, sentence boundaries included; the char CNN needs to run once
-    per distinct token of the workload (plus <S> and </S>).
+    The LSTMs need to run at every word only: stateless, a direction's state after its opening
+    mark (<S> forward, </S> backward) is the same for every sentence, and no word's vector needs
+    its step at the closing mark (AllenNLP computes all n + 2 positions of a sentence). The char
+    CNN needs to run once per distinct token of the workload (plus <S> and </S>).
     """
     E, F, P, H = config.char_embed_dim, config.n_filters, config.projection_dim, config.lstm_dim
     cnn = sum(2 * (config.max_chars - w + 1) * w * E * n for w, n in config.filters)
     cnn += config.n_highway * 2 * F * 2 * F + (2 * F * P if F != P else 0)
     lstm = config.n_directions * config.n_layers * (2 * (P + P) * 4 * H + (2 * H * P if P != H else 0))
-    positions = sum(len(s) + 2 for s in sentences)
+    positions = sum(len(s) for s in sentences)
     distinct = len({t for s in sentences for t in s}) + 2
     return cnn + lstm, lstm * positions + cnn * distinct
 

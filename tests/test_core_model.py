@@ -277,3 +277,51 @@ def test_trimming_the_padding_columns_keeps_the_char_cnn_output_and_gradients(mo
             full = vectors_and_gradients(ids)
         for a, b in zip(trimmed, full):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_words_only_equal_the_reference_without_boundary_steps(options_file, weight_file, skip_model, skip):
+    """forward(boundaries=False), stateless, skips the LSTM steps at <S> and </S>: the words'
+    vectors are still the reference's (empty sentences and padding stay zero)."""
+    files = skip_model if skip else (options_file, weight_file)
+    bilm = load_bilm(*files, dtype=torch.float64)
+    reference = ReferenceBiLM(*files)
+    sentences = SENTENCES + [[]]
+    calls = []
+    bilm.lstm.layers[0].register_forward_hook(lambda m, args, out: calls.append(sum(args[1])))
+    with torch.no_grad():
+        out = bilm(batch_to_ids(sentences), boundaries=False)
+    assert calls == [1, sum(len(s) for s in sentences)]  # one step for each direction's mark, then the words
+    layers = torch.stack(out.layers, dim=1).numpy()  # (B, L+1, T, 2P)
+    assert layers.shape[2] == max(len(s) for s in sentences) and out.mask.shape == layers.shape[::2][:2]
+    for i, sentence in enumerate(sentences):
+        n = len(sentence)
+        assert out.mask[i].sum() == n
+        if n:
+            expected, _ = reference.sentence(sentence)
+            np.testing.assert_allclose(layers[i, :, :n], expected[:, 1:-1], atol=1e-10)
+        assert (layers[i, :, n:] == 0).all()
+
+
+def test_words_only_gradients_equal_those_through_the_boundaries(options_file, weight_file):
+    """Fine-tuning through the shortcut: the same gradients for every biLM weight as through the
+    full computation with its boundaries removed; stateful, the boundaries are computed as ever."""
+    bilm = load_bilm(options_file, weight_file, dtype=torch.float64).requires_grad_(True)
+    ids = batch_to_ids(SENTENCES)
+    grads = []
+    for boundaries in (False, True):
+        bilm.zero_grad()
+        out = bilm(ids, boundaries=boundaries)
+        layers = out.layers if not boundaries else [x[:, 1:-1] * out.mask[:, 2:, None] for x in out.layers]
+        sum((k + 1) * (x ** 2).sum() for k, x in enumerate(layers)).backward()
+        grads.append({k: p.grad.clone() for k, p in bilm.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], atol=1e-10, rtol=1e-9)
+    stateful = load_bilm(options_file, weight_file, dtype=torch.float64, stateful=True)
+    with torch.no_grad():
+        words = stateful(ids, boundaries=False)
+        stateful.reset_states()
+        full = stateful(ids)
+    for a, b in zip(words.layers, full.layers):
+        torch.testing.assert_close(a, b[:, 1:-1] * full.mask[:, 2:, None].to(b.dtype))

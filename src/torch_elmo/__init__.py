@@ -3,9 +3,9 @@ bilm-tf computes from the published options.json + weights.hdf5."""
 
 from .chars import batch_to_ids
 from .default import DefaultModelMissing, default_model_files
-from .elmo import Elmo, ElmoEmbedder, remove_sentence_boundaries
+from .elmo import Elmo, ElmoEmbedder
 from .formats import ElmoFormatError, load_bilm, read_options, save_bilm
-from .model import BiLM, BiLMConfig, CharCNN, Highway, LstmWithProjection, ScalarMix
+from .model import BiLM, BiLMConfig, CharCNN, Highway, LstmWithProjection, ScalarMix, remove_sentence_boundaries
 
 __all__ = [
     "BiLM", "BiLMConfig", "CharCNN", "DefaultModelMissing", "Elmo", "ElmoEmbedder", "ElmoFormatError", "Highway",

@@ -32,14 +32,6 @@ def _model_files(options_file: PathLike | None, weight_file: PathLike | None) ->
     return options_file, weight_file
 
 
-def remove_sentence_boundaries(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T, ...) with <S> first and </S> after each row's last token -> (B, T - 2, ...)."""
-    lengths = mask.sum(dim=1) - 2  # (B,)
-    inner = torch.arange(x.shape[1] - 2, device=x.device) < lengths.unsqueeze(1)  # (B, T - 2)
-    shape = (*inner.shape,) + (1,) * (x.dim() - 2)
-    return x[:, 1:-1] * inner.view(shape).to(x.dtype), inner
-
-
 class Elmo(nn.Module):
     """ELMo representations for a downstream task: n learned mixes of the biLM layers.
 
@@ -94,13 +86,11 @@ class Elmo(nn.Module):
         rows = math.prod(shape[:-2])
         char_ids = inputs.reshape(rows, *shape[-2:])
         words = word_inputs.reshape(rows, word_inputs.shape[-1]) if word_inputs is not None else None
-        output = self._elmo_lstm(char_ids, words)
+        output = self._elmo_lstm(char_ids, words, boundaries=self._keep_sentence_boundaries)
+        mask = output.mask
         representations = []
         for k in range(self.num_output_representations):
-            mixed = getattr(self, f"scalar_mix_{k}")(output.layers, output.mask)
-            mask = output.mask
-            if not self._keep_sentence_boundaries:
-                mixed, mask = remove_sentence_boundaries(mixed, mask)
+            mixed = getattr(self, f"scalar_mix_{k}")(output.layers, mask)
             representations.append(self._dropout(mixed))
         lead = shape[:-2]
         return {
@@ -133,11 +123,8 @@ class ElmoEmbedder:
     def batch_to_embeddings(self, batch: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L+1, T, dim) activations without sentence boundaries, and the (B, T) mask."""
         char_ids = batch_to_ids(batch).to(self.device)
-        output = self.bilm(char_ids, self._cached_word_ids(batch))
-        layers = torch.stack(output.layers, dim=1)  # (B, L+1, T+2, dim)
-        B, L1, T2, dim = layers.shape
-        inner, mask = remove_sentence_boundaries(layers.transpose(1, 2).reshape(B, T2, L1 * dim), output.mask)
-        return inner.view(B, T2 - 2, L1, dim).transpose(1, 2), mask
+        output = self.bilm(char_ids, self._cached_word_ids(batch), boundaries=False)
+        return torch.stack(output.layers, dim=1), output.mask  # (B, L+1, T, dim), (B, T)
 
     def clear_token_cache(self) -> None:
         self._token_rows.clear()

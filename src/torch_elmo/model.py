@@ -556,6 +556,15 @@ def add_sentence_boundaries(char_ids: torch.Tensor) -> tuple[torch.Tensor, torch
     return out, lengths + 2
 
 
+def remove_sentence_boundaries(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, ...) with <S> first and </S> after each row's last token, and its (B, T) mask ->
+    (B, T - 2, ...) without them (zero at padding), and the words' (B, T - 2) mask."""
+    lengths = mask.sum(dim=1) - 2  # (B,)
+    inner = torch.arange(x.shape[1] - 2, device=x.device) < lengths.unsqueeze(1)  # (B, T - 2)
+    shape = (*inner.shape,) + (1,) * (x.dim() - 2)
+    return x[:, 1:-1] * inner.view(shape).to(x.dtype), inner
+
+
 class BiLM(nn.Module):
     """Character ids -> the 2L+1 ELMo representations as L+1 layers of [forward; backward].
 
@@ -596,19 +605,31 @@ class BiLM(nn.Module):
         unique, inverse = torch.unique(char_ids, dim=0, return_inverse=True)
         return torch.cat([self.token_encoder(chunk) for chunk in unique.split(self.TOKEN_CHUNK)])[inverse]
 
-    def forward(self, char_ids: torch.Tensor, word_ids: torch.Tensor | None = None) -> BiLMOutput:
+    def forward(self, char_ids: torch.Tensor, word_ids: torch.Tensor | None = None, *,
+                boundaries: bool = True) -> BiLMOutput:
         """char_ids (B, T, C) without sentence boundaries (zero rows pad) -> BiLMOutput with
-        T + 2 positions. With `word_ids` (B, T) and a cached vocabulary, tokens whose id is in
-        1..V-1 take the cached vector; any other id falls back to the char CNN."""
+        T + 2 positions, <S> first and </S> after each sentence's last token. With `word_ids`
+        (B, T) and a cached vocabulary, tokens whose id is in 1..V-1 take the cached vector; any
+        other id falls back to the char CNN.
+
+        `boundaries=False`: the T word positions only, the same values. Stateless, the work at the
+        boundaries is then skipped: from a zero state, the LSTMs' states after reading <S>
+        (forward) or </S> (backward) are the same for every sentence, so they are computed once,
+        and no word's vector needs the forward LSTM at </S> or the backward one at <S>: each
+        sentence of n words costs n LSTM steps instead of n + 2 (about 9% of the work at 21 words)."""
         C = self.config.max_chars
         if char_ids.dim() != 3 or char_ids.shape[-1] != C or char_ids.is_floating_point():
             raise ValueError(
                 f"BiLM expects character ids of shape (batch, tokens, {C}) and an integer dtype, got "
                 f"{tuple(char_ids.shape)} {char_ids.dtype}; make them with torch_elmo.batch_to_ids(sentences)"
             )
+        if not boundaries and not self.stateful:
+            return self._forward_words(char_ids, word_ids)
         ids, lengths = add_sentence_boundaries(char_ids)  # (B, T2, C), (B,)
         B, T2, _ = ids.shape
         mask = torch.arange(T2, device=ids.device) < lengths.unsqueeze(1)  # (B, T2)
+        if word_ids is not None:
+            word_ids = F.pad(word_ids, (1, 1))  # boundaries are never cached
         tokens = self._token_vectors(ids, mask, word_ids)  # (B, T2, P)
 
         packed = PackedBatch.from_lengths(lengths, T2)
@@ -620,17 +641,40 @@ class BiLM(nn.Module):
 
         layers = [torch.cat([tokens] * D, dim=-1)]
         layers += [packed.unpack(out, B, T2) for out in outputs]
+        output = BiLMOutput(layers, mask)
+        if not boundaries:
+            inner = [remove_sentence_boundaries(layer, mask) for layer in layers]
+            output = BiLMOutput([x for x, _ in inner], inner[0][1])
+        return output
+
+    def _forward_words(self, char_ids: torch.Tensor, word_ids: torch.Tensor | None) -> BiLMOutput:
+        """Stateless `forward(boundaries=False)`: each direction starts at the first word it reads
+        from its state after the boundary token, computed once for the whole batch."""
+        B, T, _ = char_ids.shape
+        lengths = (char_ids > 0).any(dim=-1).sum(dim=-1)  # (B,)
+        mask = torch.arange(T, device=char_ids.device) < lengths.unsqueeze(1)  # (B, T)
+        tokens = self._token_vectors(char_ids, mask, word_ids)  # (B, T, P)
+        D = self.config.n_directions
+        marks = char_ids.new_tensor([BOS_CHAR_IDS, EOS_CHAR_IDS][:D])  # what each direction reads first
+        first = self.token_encoder(marks).to(tokens.dtype).unsqueeze(1)  # (D, 1, P)
+        _, after_mark = self.lstm(first, [1])  # per layer (h (D, 1, P), c (D, 1, H))
+        initial = [(h.expand(-1, B, -1).contiguous(), c.expand(-1, B, -1).contiguous()) for h, c in after_mark]
+        packed = PackedBatch.from_lengths(lengths, T)
+        outputs, _ = self.lstm(packed.pack(tokens, D), packed.batch_sizes, initial)
+        layers = [torch.cat([tokens] * D, dim=-1)]
+        layers += [packed.unpack(out, B, T) for out in outputs]
         return BiLMOutput(layers, mask)
 
     def _token_vectors(self, ids: torch.Tensor, mask: torch.Tensor,
                        word_ids: torch.Tensor | None) -> torch.Tensor:
+        """Token vectors (B, T, P) of the ids (B, T, C), zero where `mask` is False; `word_ids`
+        (B, T) aligned with `ids` select cached vectors."""
         B, T2, _ = ids.shape
         P = self.config.projection_dim
         dtype = self.token_encoder.char_embedding.weight.dtype
         tokens = torch.zeros(B, T2, P, dtype=dtype, device=ids.device)
         todo = mask.clone()
         if word_ids is not None and self.word_cache is not None:
-            word_ids = F.pad(word_ids, (1, 1))  # boundaries are never cached
             cached = (word_ids > 0) & (word_ids < self.word_cache.shape[0]) & mask
             tokens[cached] = self.word_cache[word_ids[cached]].to(dtype)
             todo &= ~cached
