@@ -284,9 +284,8 @@ class LstmWithProjection(nn.Module):
         needs_grad = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (x, h, c, self.w_input, self.bias, self.w_state, self.w_proj))
         if needs_grad and not torch.is_autocast_enabled(x.device.type):
-            gates_x = torch.baddbmm(bias, x, self.w_input)  # (D, N, 4H): every step at once
-            out, h, c = LstmThroughTime.apply(gates_x, h, c, self.w_state, self.w_proj, tuple(batch_sizes),
-                                              self.cell_clip, self.proj_clip)
+            out, h, c = LstmThroughTime.apply(x, self.w_input, bias.squeeze(1), h, c, self.w_state, self.w_proj,
+                                              tuple(batch_sizes), self.cell_clip, self.proj_clip)
             return out, (h, c)
         cell = self._cell if needs_grad else self._cell_in_place  # frozen ELMo in a task model: in place
         # The input's share of the gates, a few steps at a time (at least GATE_ROWS rows a product):
@@ -349,19 +348,22 @@ class LstmWithProjection(nn.Module):
         return h.clamp(-self.proj_clip, self.proj_clip) if self.proj_clip is not None else h
 
 
-def _step_forward(gates: torch.Tensor, c: torch.Tensor, cell_clip: float | None):
-    """One training step's elementwise part: gates (D, n, 4H) and the previous cell (D, n, H) ->
-    i, j, f, o activated, the new (clipped) cell, its tanh, the output m = o * tanh(c), and where
-    the cell clip let the gradient through (None without a clip)."""
+def _step_forward(gates: torch.Tensor, c: torch.Tensor, cell_clip: float | None,
+                  m_out: torch.Tensor | None = None):
+    """One training step's elementwise part: gates (D, n, 4H), activated in place, and the
+    previous cell (D, n, H) -> i, j, f, o (views of `gates`), the new (clipped) cell, its tanh, the
+    output m = o * tanh(c) (written to `m_out` when given), and where the cell clip let the
+    gradient through (None without a clip)."""
     i, j, f, o = gates.chunk(4, dim=-1)
-    i, j, f, o = torch.sigmoid(i), torch.tanh(j), torch.sigmoid(f), torch.sigmoid(o)
-    c = f * c + i * j
+    i.sigmoid_(), j.tanh_(), f.sigmoid_(), o.sigmoid_()
+    c = torch.addcmul(f * c, i, j)
     keep_c = None
     if cell_clip is not None:
         keep_c = (c >= -cell_clip) & (c <= cell_clip)
-        c = c.clamp(-cell_clip, cell_clip)
+        c = c.clamp_(-cell_clip, cell_clip)
     tanh_c = torch.tanh(c)
-    return i, j, f, o, c, tanh_c, o * tanh_c, keep_c
+    m = torch.mul(o, tanh_c, out=m_out) if m_out is not None else o * tanh_c
+    return i, j, f, o, c, tanh_c, m, keep_c
 
 
 def _step_backward(dc: torch.Tensor, dm: torch.Tensor, i: torch.Tensor, j: torch.Tensor, f: torch.Tensor,
@@ -412,30 +414,39 @@ class LstmThroughTime(torch.autograd.Function):
     written out, so that training pays for the recurrence and nothing else.
 
     Autograd would record ~15 small ops a step and accumulate each weight gradient step by step
-    (read and write the whole gradient every step). Here the forward keeps each step's gate
-    activations, the backward walks the steps in reverse computing only the gate gradients, and
-    the weight gradients are one large matmul each over all steps.
+    (read and write the whole gradient every step). Here the forward computes the input's share
+    of the gates for every step in one product, into a (D, N, 4H) buffer that each step then
+    turns into its gate activations in place; the backward walks the steps in reverse, writing
+    each step's gate gradients over its activations once they are used, so that the same buffer
+    ends up holding every gate gradient, and the weight gradients are one large product each over
+    all steps. (Fresh (D, N, 4H) tensors, 335 MB a layer for the original model's batch, cost their
+    page faults on every update.)
 
-    gates_x (D, N, 4H) is the input's share of the gates (bias and forget bias included); h0
+    x (D, N, I) is the packed input, bias (D, 4H) the gates' bias (forget bias included); h0
     (D, B, P) and c0 (D, B, H) the initial state of the B sorted rows. Returns the outputs (D, N, P)
     and the final (h, c) of every row, as `LstmWithProjection.forward`.
     """
 
     @staticmethod
-    def forward(ctx, gates_x, h0, c0, w_state, w_proj, batch_sizes, cell_clip, proj_clip):
+    def forward(ctx, x, w_input, bias, h0, c0, w_state, w_proj, batch_sizes, cell_clip, proj_clip):
+        D, N, _ = x.shape
+        H = w_state.shape[2] // 4
+        gates = torch.baddbmm(bias.unsqueeze(1), x, w_input)  # (D, N, 4H): every step at once
+        m_all = x.new_empty(D, N, H) if w_proj is not None else None
         h, c = h0, c0
         steps = []  # per step: (i, j, f, o, c_prev, tanh(c), cell-clip mask, proj-clip mask)
-        outputs, done_h, done_c, m_all = [], [], [], []
+        outputs, done_h, done_c = [], [], []
         offset = 0
         for n in batch_sizes:
             if n < h.shape[1]:
                 done_h.append(h[:, n:])
                 done_c.append(c[:, n:])
                 h, c = h[:, :n], c[:, :n]
-            gates = torch.baddbmm(gates_x[:, offset : offset + n], h, w_state)
+            step_gates = gates[:, offset : offset + n].baddbmm_(h, w_state)
+            m_out = m_all[:, offset : offset + n] if m_all is not None else None
             offset += n
             c_prev = c
-            i, j, f, o, c, tanh_c, m, keep_c = _step_forward(gates, c_prev, cell_clip)  # (D, n, H) each
+            i, j, f, o, c, tanh_c, m, keep_c = _step_forward(step_gates, c_prev, cell_clip, m_out)  # (D, n, H) each
             keep_h = None
             if w_proj is not None:
                 h = torch.bmm(m, w_proj)
@@ -445,19 +456,18 @@ class LstmThroughTime(torch.autograd.Function):
             else:
                 h = m
             steps.append((i, j, f, o, c_prev, tanh_c, keep_c, keep_h))
-            m_all.append(m)
             outputs.append(h)
         done_h.append(h)
         done_c.append(c)
-        D, P = h0.shape[0], w_state.shape[1]
-        out = torch.cat(outputs, dim=1) if outputs else gates_x.new_zeros(D, 0, P)
-        ctx.steps, ctx.m_all, ctx.batch_sizes = steps, m_all, batch_sizes
-        ctx.save_for_backward(out, h0, w_state, w_proj)
+        P = w_state.shape[1]
+        out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(D, 0, P)
+        ctx.steps, ctx.batch_sizes = steps, batch_sizes
+        ctx.save_for_backward(x, w_input, gates, m_all, out, h0, w_state, w_proj)
         return out, torch.cat(done_h[::-1], dim=1), torch.cat(done_c[::-1], dim=1)
 
     @staticmethod
     def backward(ctx, grad_out, grad_h_final, grad_c_final):
-        out, h0, w_state, w_proj = ctx.saved_tensors
+        x, w_input, gates, m_all, out, h0, w_state, w_proj = ctx.saved_tensors
         steps, batch_sizes = ctx.steps, ctx.batch_sizes
         D, B, P = h0.shape
         H = w_state.shape[2] // 4
@@ -467,7 +477,6 @@ class LstmThroughTime(torch.autograd.Function):
         offsets = [0]
         for n in batch_sizes:
             offsets.append(offsets[-1] + n)
-        grad_gates = []  # per step, last step first
         grad_proj_in = out.new_empty(D, offsets[-1], P) if w_proj is not None else None
         # Gradients flowing back into the state of the step being processed; rows that ended
         # after it start from their final state's gradient.
@@ -488,21 +497,22 @@ class LstmThroughTime(torch.autograd.Function):
             else:
                 dm = dh
             g, dc = step_backward(dc, dm, i, j, f, o, c_prev, tanh_c, keep_c)  # (D, n, 4H), (D, n, H)
-            grad_gates.append(g)
+            gates[:, start : start + n] = g  # this step's activations are used: its gradient takes their place
             dh = torch.bmm(g, w_state.transpose(1, 2))  # (D, n, P)
+        ctx.steps = None
+        grad_gates = gates  # (D, N, 4H)
         n_first = batch_sizes[0] if batch_sizes else 0
         grad_h0 = torch.cat([dh, grad_h_final[:, n_first:]], dim=1) if batch_sizes else grad_h_final
         grad_c0 = torch.cat([dc, grad_c_final[:, n_first:]], dim=1) if batch_sizes else grad_c_final
         # The inputs of every step's state product, packed like the outputs: h0, then h_{t-1}.
         h_prev = [h0[:, : batch_sizes[0]]] if batch_sizes else []
         h_prev += [out[:, offsets[t - 1] : offsets[t - 1] + batch_sizes[t]] for t in range(1, len(batch_sizes))]
-        grad_gates = torch.cat(grad_gates[::-1], dim=1) if grad_gates else out.new_zeros(D, 0, 4 * H)
         grad_w_state = torch.bmm(torch.cat(h_prev, dim=1).transpose(1, 2), grad_gates) if h_prev else torch.zeros_like(w_state)
-        grad_w_proj = None
-        if w_proj is not None:
-            m_all = torch.cat(ctx.m_all, dim=1) if ctx.m_all else out.new_zeros(D, 0, H)
-            grad_w_proj = torch.bmm(m_all.transpose(1, 2), grad_proj_in)
-        return grad_gates, grad_h0, grad_c0, grad_w_state, grad_w_proj, None, None, None
+        grad_w_proj = torch.bmm(m_all.transpose(1, 2), grad_proj_in) if w_proj is not None else None
+        grad_x = torch.bmm(grad_gates, w_input.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_w_input = torch.bmm(x.transpose(1, 2), grad_gates)
+        return (grad_x, grad_w_input, grad_gates.sum(dim=1), grad_h0, grad_c0, grad_w_state, grad_w_proj,
+                None, None, None)
 
 
 class ElmoLstm(nn.Module):
