@@ -102,10 +102,12 @@ def softmax_part(vocab: int, dim: int, n_tokens: int, negatives: int, directions
     targets = torch.randint(0, vocab, (n_tokens,))
     sampled = 0 < negatives < vocab
 
-    def run():
-        losses = [head.sampled_loss(h[d], targets, sampler, negatives) if sampled else head.full_loss(h[d], targets)
-                  for d in range(directions)]
-        torch.stack(losses).mean().backward()
+    def run():  # as LanguageModel.forward computes it
+        if sampled:
+            losses = head.sampled_losses(h, targets.expand(directions, -1), sampler, negatives)
+        else:
+            losses = torch.stack([head.full_loss(h[d], targets) for d in range(directions)])
+        losses.mean().backward()
 
     classes = negatives + 1 if sampled else vocab
     return 3 * 2 * directions * n_tokens * classes * dim, run

@@ -158,3 +158,27 @@ def test_a_second_backward_through_the_softmax_is_refused(loss_fn):
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_directions_gathered_at_once_equal_each_on_its_own():
+    """sampled_losses (both directions, one gather of the rows used) gives each direction's loss
+    and the head's gradient as two sampled_loss calls drawing the same negatives."""
+    torch.manual_seed(0)
+    V, P, N = 300, 8, 12
+    head = SoftmaxHead(V, P).double()
+    h = torch.randn(2, N, P, dtype=torch.float64)
+    targets = torch.randint(0, V, (2, N))
+    targets[1, -2:] = IGNORE_INDEX
+    sampler = LogUniformSampler(V, seed=3)
+    state = sampler.state_dict()
+    together = head.sampled_losses(h, targets, sampler, 40)
+    (together * torch.arange(1.0, N + 1)).sum().backward()
+    grads_together = [p.grad.clone() for p in head.parameters()]
+    head.zero_grad()
+    sampler.load_state_dict(state)
+    apart = torch.stack([head.sampled_loss(h[d], targets[d], sampler, 40) for d in range(2)])
+    (apart * torch.arange(1.0, N + 1)).sum().backward()
+    torch.testing.assert_close(together, apart, atol=1e-12, rtol=0)
+    assert (together[1, -2:] == 0).all() and (together[:, :-2] > 0).all()
+    for a, b in zip(grads_together, (p.grad for p in head.parameters())):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)

@@ -106,16 +106,12 @@ class LanguageModel(nn.Module):
         """The loss of one batch: sampled softmax with `sampler` and `n_samples` > 0 (each direction
         draws its own shared negatives, as bilm-tf does), else the full softmax."""
         top, finals = self.hidden(batches, states)
-        losses, counts = [], []
-        for d, batch in enumerate(batches):
-            targets = batch.targets.T.reshape(-1).to(top.device)  # (T * B,) time-major
-            if sampler is not None and 0 < n_samples < self.head.vocab_size:
-                losses.append(self.head.sampled_loss(top[d], targets, sampler, n_samples))
-            else:
-                losses.append(self.head.full_loss(top[d], targets))
-            counts.append((targets != IGNORE_INDEX).sum())
-        token_losses = torch.stack(losses)  # (D, T * B)
-        counts_t = torch.stack(counts)  # (D,)
+        targets = torch.stack([b.targets.T.reshape(-1) for b in batches]).to(top.device)  # (D, T * B) time-major
+        if sampler is not None and 0 < n_samples < self.head.vocab_size:
+            token_losses = self.head.sampled_losses(top, targets, sampler, n_samples)  # (D, T * B)
+        else:
+            token_losses = torch.stack([self.head.full_loss(top[d], targets[d]) for d in range(len(batches))])
+        counts_t = (targets != IGNORE_INDEX).sum(dim=1)  # (D,)
         loss = (token_losses.sum(dim=1) / counts_t.clamp(min=1)).mean()
         return LMOutput(loss, token_losses, counts_t, finals)
 

@@ -72,13 +72,20 @@ def sampled_softmax_loss(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     h (N, P), weight (V, P), bias (V,), targets (N,), sampled (S,) shared negatives with expected
     counts (S,), true_expected (N,) the targets' expected counts.
     """
-    # One gather of the rows used (its backward writes a dense (V, P) gradient: once, not twice).
     ids = torch.cat([targets, sampled])
-    rows, row_bias = weight[ids], bias[ids]  # (N + S, P), (N + S,)
+    return _sampled_loss_of_rows(h, weight[ids], bias[ids], targets, sampled, true_expected, sampled_expected)
+
+
+def _sampled_loss_of_rows(h: torch.Tensor, rows: torch.Tensor, row_bias: torch.Tensor, targets: torch.Tensor,
+                          sampled: torch.Tensor, true_expected: torch.Tensor,
+                          sampled_expected: torch.Tensor) -> torch.Tensor:
+    """`sampled_softmax_loss` given the rows of the weight and bias already gathered: rows (N + S, P)
+    and row_bias (N + S,) of the targets then the negatives. (Each gather's backward writes a dense
+    (V, P) gradient, so the rows used are gathered once for all directions.)"""
     N = len(targets)
     true_logits = (h * rows[:N]).sum(-1) + row_bias[:N]  # (N,)
     true_logits = true_logits - torch.log(true_expected).to(true_logits.dtype)
-    sampled_bias = row_bias[N:] - torch.log(sampled_expected).to(bias.dtype)  # (S,)
+    sampled_bias = row_bias[N:] - torch.log(sampled_expected).to(row_bias.dtype)  # (S,)
     # Accidental hits: the (position, negative) pairs where a negative is the position's target.
     sorted_ids, order = sampled.sort()
     index = torch.searchsorted(sorted_ids, targets).clamp_(max=len(sampled) - 1)
@@ -181,12 +188,25 @@ class SoftmaxHead(nn.Module):
     def sampled_loss(self, h: torch.Tensor, targets: torch.Tensor, sampler: LogUniformSampler,
                      n_samples: int) -> torch.Tensor:
         """Per-position sampled-softmax loss (N,); 0 where targets are ignored."""
+        return self.sampled_losses(h.unsqueeze(0), targets.unsqueeze(0), sampler, n_samples)[0]
+
+    def sampled_losses(self, h: torch.Tensor, targets: torch.Tensor, sampler: LogUniformSampler,
+                       n_samples: int) -> torch.Tensor:
+        """The sampled-softmax losses (D, N) of D directions, h (D, N, P), targets (D, N): each
+        direction draws its own shared negatives (in order, as bilm-tf does), and the rows of all
+        directions are gathered at once, so that the head's gradient is made once, not D times
+        ((V, P) each: 1.6 GB for the original model's vocabulary)."""
         keep = targets != IGNORE_INDEX
         safe_targets = targets.clamp(min=0)
-        sampled, tries = sampler.sample(n_samples)
-        sampled = sampled.to(h.device)
-        true_expected = sampler.expected_count(safe_targets.cpu(), tries).to(h.device)
-        sampled_expected = sampler.expected_count(sampled.cpu(), tries).to(h.device)
-        loss = sampled_softmax_loss(h, self.weight, self.bias, safe_targets, sampled,
-                                    true_expected, sampled_expected)
-        return loss * keep.to(loss.dtype)
+        draws = []
+        for d in range(len(h)):
+            sampled, tries = sampler.sample(n_samples)
+            draws.append((sampled.to(h.device), sampler.expected_count(safe_targets[d].cpu(), tries).to(h.device),
+                          sampler.expected_count(sampled, tries).to(h.device)))
+        ids = torch.cat([t for d, (sampled, _, _) in enumerate(draws) for t in (safe_targets[d], sampled)])
+        rows, row_bias = self.weight[ids], self.bias[ids]  # (D * (N + S), P), (D * (N + S),)
+        per_direction = len(ids) // len(h)
+        losses = [_sampled_loss_of_rows(h[d], rows_d, bias_d, safe_targets[d], *draws[d])
+                  for d, (rows_d, bias_d) in enumerate(zip(rows.split(per_direction), row_bias.split(per_direction)))]
+        stacked = torch.stack(losses)
+        return stacked * keep.to(stacked.dtype)
