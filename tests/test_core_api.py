@@ -185,3 +185,21 @@ def test_token_cache_changes_nothing_but_speed(options_file, weight_file, cache_
         for a, b in zip(plain.embed_batch(batch), cached.embed_batch(batch)):
             np.testing.assert_allclose(a, b, atol=1e-12)
     assert len(cached._token_rows) == min(cache_size, 15)
+
+
+@pytest.mark.parametrize("has_bf16", [False, True])
+def test_bfloat16_on_a_cpu_without_bf16_matmul_warns(options_file, weight_file, monkeypatch, has_bf16):
+    """bfloat16 is 0.29x float32 on a CPU without AVX-512 BF16 or AMX: the embedder says so."""
+    import warnings
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: has_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        embedder = ElmoEmbedder(options_file, weight_file, dtype=torch.bfloat16)
+        ElmoEmbedder(options_file, weight_file)  # float32: never
+    messages = [str(w.message) for w in caught if "bfloat16" in str(w.message)]
+    assert len(messages) == (0 if has_bf16 else 1)
+    if messages:
+        assert "slower than float32" in messages[0] and "use float32" in messages[0]
+    assert embedder.embed_sentence(["a", "b"]).shape == (3, 2, 32)
