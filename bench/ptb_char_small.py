@@ -33,7 +33,8 @@ forget bias +1) learned more slowly here: validation perplexity 244.7 after the 
 against 230.5 with theirs (two runs side by side, 1 thread each).
 
 The test set is read as theirs, as one row with the state carried throughout (and, printed beside
-it, as validation is: 20 contiguous rows). Differences that remain: their padding character stays
+it, as validation is: 20 contiguous rows). bench/ptb_kim_reference.py runs their recipe written
+plainly with PyTorch's own modules, to compare epoch by epoch. Differences that remain: their padding character stays
 zero (ours starts at zero but learns), and the softmax has 3 more classes (<S>, </S>, <UNK>; </S>
 plays PTB's end-of-sentence).
 """
