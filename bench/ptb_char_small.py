@@ -34,9 +34,13 @@ against 230.5 with theirs (two runs side by side, 1 thread each).
 
 The test set is read as theirs, as one row with the state carried throughout (and, printed beside
 it, as validation is: 20 contiguous rows). bench/ptb_kim_reference.py runs their recipe written
-plainly with PyTorch's own modules, to compare epoch by epoch. Differences that remain: their padding character stays
-zero (ours starts at zero but learns), and the softmax has 3 more classes (<S>, </S>, <UNK>; </S>
-plays PTB's end-of-sentence).
+plainly with PyTorch's own modules, to compare epoch by epoch. Given the same weights and the same
+batch, our LM's loss and every gradient equal that reference's to float64 rounding (1e-19); what
+differed was the input side, now as theirs: `<unk>` spelled `|` (their loader's single character,
+data/ptb-kim/) and the padding character's embedding kept at zero (`zero_padding_char`; bilm-tf
+learns it). Runs before 2026-12-02 had both differences. What remains: the softmax has 2 more
+classes (<S>, <UNK>; </S> plays PTB's end-of-sentence), each LSTM layer one bias where theirs has
+two, and rows cut at sentence boundaries instead of mid-sentence.
 """
 
 from __future__ import annotations
@@ -81,6 +85,18 @@ def fetch_ptb(data_dir: Path) -> dict[str, Path]:
     return files
 
 
+def as_kim(files: dict[str, Path], out_dir: Path) -> dict[str, Path]:
+    """The splits as their loader reads them: `<unk>` spelled `|`, a single character (the word
+    keeps its own softmax class either way; only the char CNN's input changes)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kim = {split: out_dir / path.name for split, path in files.items()}
+    for split, path in files.items():
+        text = path.read_text(encoding="utf-8").replace("<unk>", "|")
+        if not kim[split].is_file() or kim[split].read_text(encoding="utf-8") != text:
+            kim[split].write_text(text, encoding="utf-8")
+    return kim
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -93,7 +109,7 @@ def main() -> None:
                         help="kim (default): every parameter uniform in [-0.05, 0.05], as theirs; bilm-tf: its initialisers")
     args = parser.parse_args()
 
-    files = fetch_ptb(ROOT / "data" / "ptb")
+    files = as_kim(fetch_ptb(ROOT / "data" / "ptb"), ROOT / "data" / "ptb-kim")
     run_dir = Path(args.run_dir)
     n_inputs = sum(len(line.split()) + 1 for line in files["train"].read_text().splitlines())
     per_epoch = n_inputs // (20 * 35)
@@ -104,6 +120,7 @@ def main() -> None:
         lr=KIM_LR * UNROLL, clip_norm=KIM_CLIP / UNROLL,  # Kim's loss sums over time: see the module docstring
         dropout=0.5, token_dropout=0.0, lr_decay=0.5, lr_decay_threshold=1.0, eval_every=per_epoch, checkpoint_every=per_epoch // 4,
         eval_batch_size=20, log_every=50, bf16=args.bf16, contiguous_rows=True, init=args.init,
+        zero_padding_char=True,
     )
     start = time.time()
     if (run_dir / CHECKPOINT).is_file():

@@ -332,3 +332,27 @@ def test_fused_cpu_update_equals_the_plain_one(tmp_path, optimizer):
         plain.step()
     for p, q in zip(trainer.model.parameters(), plain_params):
         torch.testing.assert_close(p.detach(), q.detach(), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+def test_zero_padding_char_stays_zero(tmp_path, optimizer):
+    """zero_padding_char (Kim et al.): the padding character's embedding is zero and stays so
+    while the other characters learn; without it (bilm-tf) it learns too."""
+    from torch_elmo.chars import PAD_CHAR
+
+    rows = {}
+    for zero in (True, False):
+        trainer = Trainer(tiny_config(tmp_path / str(zero), optimizer=optimizer, lr=0.5, max_updates=4, heldout=None,
+                                      init="kim", zero_padding_char=zero))
+        weight = trainer.model.token_encoder.char_embedding.weight
+        before = weight.detach().clone()
+        trainer.train()
+        rows[zero] = (weight.detach()[PAD_CHAR + 1], before[PAD_CHAR + 1])
+        assert not torch.equal(weight.detach()[ord("a") + 1], before[ord("a") + 1])
+    assert (rows[True][0] == 0).all() and (rows[True][1] == 0).all()
+    assert not (rows[False][0] == 0).all()
+
+
+def test_zero_padding_char_with_word_input_is_refused(tmp_path):
+    with pytest.raises(TrainError, match="zero_padding_char is for character-input LMs"):
+        Trainer(tiny_config(tmp_path, word_input=True, zero_padding_char=True))

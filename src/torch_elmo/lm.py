@@ -69,6 +69,19 @@ class LanguageModel(nn.Module):
             for layer in self.lstm.layers:
                 layer.bias -= layer.forget_bias
 
+    def freeze_padding_char(self) -> None:
+        """Keeps the padding character's embedding at zero from now on, as Kim et al. do (their
+        loop zeroes it after every update): its row is zeroed and its gradient always zero, so
+        no optimizer moves it. (bilm-tf learns it, like any other character.)"""
+        from .chars import PAD_CHAR
+
+        if self.word_input:
+            raise ValueError("a word-input LM has no characters; zero_padding_char is for character-input LMs")
+        weight = self.token_encoder.char_embedding.weight
+        with torch.no_grad():
+            weight[PAD_CHAR + 1] = 0.0
+        weight.register_hook(lambda grad: grad.index_fill(0, torch.tensor([PAD_CHAR + 1], device=grad.device), 0.0))
+
     def zero_states(self, batch: int) -> list[LstmState]:
         like = self.head.weight
         return [layer.zero_state(batch, like) for layer in self.lstm.layers]

@@ -68,6 +68,7 @@ class TrainConfig:
     word_input: bool = False  # word embeddings instead of the char CNN
     init_weights: str | None = None  # a published weights.hdf5 to continue training from
     init: str = "bilm-tf"  # of a new model: "bilm-tf" (its initialisers), "kim" (uniform +-0.05, Kim et al.)
+    zero_padding_char: bool = False  # keep the padding character's embedding at zero (Kim et al.); bilm-tf learns it
 
     batch_size: int = 128  # rows per process
     unroll_steps: int = 20
@@ -235,6 +236,8 @@ class Trainer:
             raise TrainError(f"restart_prob is {config.restart_prob}, expected a probability in [0, 1)")
         if config.init not in ("bilm-tf", "kim"):
             raise TrainError(f"init is {config.init!r}, expected \"bilm-tf\" or \"kim\"")
+        if config.zero_padding_char and config.word_input:
+            raise TrainError("zero_padding_char is for character-input LMs; set it to false with word_input")
         self.files = corpus_files(config.train)
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -249,6 +252,8 @@ class Trainer:
         self.model = LanguageModel(self.bilm_config, len(self.vocab), config.word_input).to(self.device)
         if config.init == "kim":
             self.model.init_uniform(0.05)
+        if config.zero_padding_char:
+            self.model.freeze_padding_char()
         if config.init_weights and not _resuming:
             self.model.load_published(config.init_weights)
         self.ddp = None
