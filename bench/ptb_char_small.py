@@ -40,7 +40,9 @@ differed was the input side, now as theirs: `<unk>` spelled `|` (their loader's 
 data/ptb-kim/) and the padding character's embedding kept at zero (`zero_padding_char`; bilm-tf
 learns it). Runs before 2026-12-02 had both differences. What remains: the softmax has 2 more
 classes (<S>, <UNK>; </S> plays PTB's end-of-sentence), each LSTM layer one bias where theirs has
-two, and rows cut at sentence boundaries instead of mid-sentence.
+two, rows cut at sentence boundaries instead of mid-sentence, and words padded as bilm-tf's (every
+word has windows over padding; their longest words have none). tests/test_train_kim_reference.py
+checks the equality of loss and gradients.
 """
 
 from __future__ import annotations
