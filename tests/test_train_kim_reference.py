@@ -96,3 +96,31 @@ def test_our_lm_computes_kims_loss_and_gradients():
     r = ref_words.index(words[3])
     close(ours.head.weight.grad[vocab.index[words[3]]], ref.softmax.weight.grad[r])
     close(embedding.grad[ord("w") + 1], ref.char_embedding.weight.grad[chars["w"]])
+
+
+def test_the_backward_benchmark_reads_what_the_bilms_backward_direction_reads(tmp_path):
+    """bench/ptb_char_small.py --backward: a forward-only LM over the text read backwards sees the
+    batches of a biLM's backward direction (rows in the other order, <S> and </S> trading places)."""
+    from ptb_char_small import read_backwards
+
+    from torch_elmo.data import BidirectionalBatcher
+
+    lines = [" ".join(f"w{(7 * i + j) % 11}" for j in range(1 + i % 5)) for i in range(12)]
+    (tmp_path / "fwd").mkdir()
+    (tmp_path / "fwd" / "train.txt").write_text("".join(line + "\n" for line in lines))
+    backwards = read_backwards({"train": tmp_path / "fwd" / "train.txt"}, tmp_path / "bwd")
+    assert backwards["train"].read_text().splitlines()[0] == " ".join(reversed(lines[-1].split()))
+    vocab = Vocabulary(["<S>", "</S>", "<UNK>"] + [f"w{k}" for k in range(11)])
+    B = 3  # divides the 12 lines: each row's block is whole lines in both readings
+    bilm = BidirectionalBatcher([str(tmp_path / "fwd" / "train.txt")], vocab, B, 4, train=False, contiguous=True)
+    alone = BidirectionalBatcher([str(backwards["train"])], vocab, B, 4, n_directions=1, train=False, contiguous=True)
+    swap = {"<S>": "</S>", "</S>": "<S>"}
+    n = 0
+    for (_, backward), (forward_over_reversed,) in zip(bilm, alone, strict=True):
+        for i in range(B):
+            assert [swap.get(t, t) for t in forward_over_reversed.tokens[B - 1 - i]] == backward.tokens[i]
+            swapped = torch.tensor([vocab.word_to_id(swap.get(vocab.tokens[t], vocab.tokens[t])) if t >= 0 else t
+                                    for t in forward_over_reversed.targets[B - 1 - i].tolist()])
+            assert torch.equal(swapped, backward.targets[i])
+        n += 1
+    assert n > 2
