@@ -96,6 +96,14 @@ def test_our_lm_computes_kims_loss_and_gradients():
     r = ref_words.index(words[3])
     close(ours.head.weight.grad[vocab.index[words[3]]], ref.softmax.weight.grad[r])
     close(embedding.grad[ord("w") + 1], ref.char_embedding.weight.grad[chars["w"]])
+    # Their padding character's gradient, the largest part of the norm that clipping measures (they
+    # zero its embedding after the update, not its gradient before the clipping); the norm differs
+    # only by their LSTMs' second bias, which receives the same gradient as the first.
+    close(embedding.grad[PAD_CHAR + 1], ref.char_embedding.weight.grad[chars[" "]])
+    norm = lambda params: torch.cat([p.grad.flatten() for p in params if p.grad is not None]).norm()  # noqa: E731
+    second_bias = torch.cat([layer.bias.grad[0] for layer in ours.lstm.layers]).norm()
+    torch.testing.assert_close(norm(ours.parameters()) ** 2 + second_bias ** 2, norm(ref.parameters()) ** 2,
+                               atol=1e-12, rtol=1e-9)
 
 
 def test_the_backward_benchmark_reads_what_the_bilms_backward_direction_reads(tmp_path):

@@ -68,7 +68,7 @@ class TrainConfig:
     word_input: bool = False  # word embeddings instead of the char CNN
     init_weights: str | None = None  # a published weights.hdf5 to continue training from
     init: str = "bilm-tf"  # of a new model: "bilm-tf" (its initialisers), "kim" (uniform +-0.05, Kim et al.)
-    zero_padding_char: bool = False  # keep the padding character's embedding at zero (Kim et al.); bilm-tf learns it
+    zero_padding_char: bool = False  # zero the padding character's embedding after each update (Kim et al.); bilm-tf learns it
 
     batch_size: int = 128  # rows per process
     unroll_steps: int = 20
@@ -253,7 +253,7 @@ class Trainer:
         if config.init == "kim":
             self.model.init_uniform(0.05)
         if config.zero_padding_char:
-            self.model.freeze_padding_char()
+            self.model.zero_padding_char()
         if config.init_weights and not _resuming:
             self.model.load_published(config.init_weights)
         self.ddp = None
@@ -334,6 +334,8 @@ class Trainer:
         if self.config.clip_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
         self.optimizer.step()
+        if self.config.zero_padding_char:  # after the step, as Kim et al.: see LanguageModel.zero_padding_char
+            self.model.zero_padding_char()
         self.states = out.states
         self.step += 1
         self.tokens += int(out.counts[0])
