@@ -310,10 +310,21 @@ def test_lr_decay_on_plateau_and_curves(tmp_path):
     # three evaluations: the first sets the reference, the next two are not 1e9 better
     assert trainer.optimizer.param_groups[0]["lr"] == 0.25
     resumed = Trainer.resume(tmp_path / "run")
-    assert resumed.optimizer.param_groups[0]["lr"] == 0.25 and resumed.best_heldout == trainer.best_heldout
+    assert resumed.optimizer.param_groups[0]["lr"] == 0.25 and resumed.last_heldout == trainer.last_heldout
     pytest.importorskip("matplotlib")
     assert main(["plot", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "perplexity.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_lr_decay_compares_with_the_previous_evaluation(tmp_path, monkeypatch):
+    """Kim et al. halve lr when validation perplexity fell by less than the threshold since the
+    previous epoch's (not since the best): 100, 105 (halve), 103.5 (fell 1.5: keep), 103 (halve)."""
+    trainer = Trainer(tiny_config(tmp_path, optimizer="sgd", lr=1.0, lr_decay=0.5, lr_decay_threshold=1.0,
+                                  n_negative_samples=0))
+    perplexities = iter([100.0, 105.0, 103.5, 103.0])
+    monkeypatch.setattr(trainer, "evaluate", lambda: {"ppl": next(perplexities)})
+    lrs = [trainer._evaluate_and_adapt()["lr"] for _ in range(4)]
+    assert lrs == [1.0, 0.5, 0.5, 0.25]
 
 
 @pytest.mark.parametrize("optimizer", ["adagrad", "sgd"])

@@ -84,7 +84,7 @@ class TrainConfig:
     restart_prob: float = 0.0  # per row and batch: start a new sentence from a zero state (0: the original)
     contiguous_rows: bool = False  # each row reads its own contiguous block, unshuffled (PTB benchmarks)
     seed: int = 0
-    lr_decay: float | None = None  # at each held-out evaluation that does not beat the best
+    lr_decay: float | None = None  # at each held-out evaluation that does not beat the previous one's
     lr_decay_threshold: float = 0.0  # perplexity by more than this, lr *= lr_decay (Kim et al.: 0.5, 1.0)
     bf16: bool = False  # bfloat16 autocast on GPU
 
@@ -272,7 +272,7 @@ class Trainer:
         self.states = None  # per layer (h, c), carried from batch to batch
         self.step = 0
         self.tokens = 0  # target tokens trained on, this process
-        self.best_heldout = math.inf  # best held-out perplexity so far (for lr_decay)
+        self.last_heldout = math.inf  # the previous held-out perplexity (for lr_decay)
         self.n_updates = self._count_updates()
         if self.rank == 0 and not _resuming:
             self._write_config()
@@ -347,13 +347,15 @@ class Trainer:
         return self.config.bf16
 
     def _evaluate_and_adapt(self) -> dict:
-        """Held-out evaluation; with lr_decay, the learning rate drops when it did not improve."""
+        """Held-out evaluation; with lr_decay, the learning rate drops when the perplexity did not
+        improve on the previous evaluation's by more than lr_decay_threshold (Kim et al.'s rule:
+        the previous one, not the best so far)."""
         record = {"event": "eval", "step": self.step, **self.evaluate()}
         if self.config.lr_decay is not None:
-            if record["ppl"] > self.best_heldout - self.config.lr_decay_threshold:
+            if record["ppl"] > self.last_heldout - self.config.lr_decay_threshold:
                 for group in self.optimizer.param_groups:
                     group["lr"] *= self.config.lr_decay
-            self.best_heldout = min(self.best_heldout, record["ppl"])
+            self.last_heldout = record["ppl"]
             record["lr"] = self.optimizer.param_groups[0]["lr"]
         self.log(record)
         return record
@@ -435,7 +437,7 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything that decides the rest of the run (this process's part)."""
         return {
-            "step": self.step, "tokens": self.tokens, "best_heldout": self.best_heldout,
+            "step": self.step, "tokens": self.tokens, "last_heldout": self.last_heldout,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "sampler": self.sampler.state_dict(), "data": self.data.state_dict(),
             "states": self.states, "torch_rng": torch.get_rng_state(),
@@ -456,7 +458,7 @@ class Trainer:
                 "format": 1, "step": self.step, "n_updates": self.n_updates, "world_size": self.world_size,
                 "config": asdict(self.config), "architecture": _architecture(self.bilm_config),
                 "vocab_size": len(self.vocab), "word_input": self.config.word_input,
-                "best_heldout": self.best_heldout,
+                "last_heldout": self.last_heldout,
                 "model": own["model"], "optimizer": own["optimizer"], "ranks": gathered,
             }
             with atomic_path(self.run_dir / CHECKPOINT) as tmp:
@@ -510,7 +512,7 @@ class Trainer:
             (h.to(self.device), c.to(self.device)) for h, c in own["states"]]
         torch.set_rng_state(own["torch_rng"])
         self.step, self.tokens = checkpoint["step"], own["tokens"]
-        self.best_heldout = checkpoint["best_heldout"]
+        self.last_heldout = checkpoint.get("last_heldout", checkpoint.get("best_heldout"))  # the name before 2026-12-02
         if self.config.max_updates is None and checkpoint["config"]["n_epochs"] == self.config.n_epochs:
             self.n_updates = checkpoint["n_updates"]
 
