@@ -34,7 +34,7 @@ projection and the first layer's input weights grew the token vectors to a mean 
 saturated the first layer: valid perplexity 274-277 after 3 epochs in two runs).
 
 Initialised as theirs (`--init kim`, the default here): every parameter uniform in [-0.05, 0.05],
-the highway carry bias -2 added, TF's forget-gate +1 cancelled, the padding characters zero.
+the highway carry bias -2 added, TF's forget-gate +1 cancelled, the padding character zero.
 bilm-tf's initialisers (`--init bilm-tf`: char embeddings in [-1, 1], Glorot-uniform LSTM weights,
 forget bias +1) learned more slowly here: validation perplexity 244.7 after the first epoch,
 against 230.5 with theirs (two runs side by side, 1 thread each).
@@ -42,14 +42,18 @@ against 230.5 with theirs (two runs side by side, 1 thread each).
 The test set is read as theirs, as one row with the state carried throughout (and, printed beside
 it, as validation is: 20 contiguous rows). bench/ptb_kim_reference.py runs their recipe written
 plainly with PyTorch's own modules, to compare epoch by epoch. Given the same weights and the same
-batch, our LM's loss and every gradient equal that reference's to float64 rounding (1e-19); what
-differed was the input side, now as theirs: `<unk>` spelled `|` (their loader's single character,
-data/ptb-kim/) and the padding character's embedding kept at zero (`zero_padding_char`; bilm-tf
-learns it). Runs before 2026-12-02 had both differences. What remains: the softmax has 2 more
-classes (<S>, <UNK>; </S> plays PTB's end-of-sentence), each LSTM layer one bias where theirs has
-two, rows cut at sentence boundaries instead of mid-sentence, and words padded as bilm-tf's (every
-word has windows over padding; their longest words have none). tests/test_train_kim_reference.py
-checks the equality of loss and gradients.
+batch, our LM's loss and every gradient equal that reference's to float64 rounding (1e-19). What
+differed, and is now as theirs: the input side, `<unk>` spelled `|` (their loader's single
+character, data/ptb-kim/) and the padding character's embedding zero (`zero_padding_char`;
+bilm-tf learns it); how that embedding is kept at zero, after each update with its gradient
+counted in the clipped norm (runs up to 2026-12-02 00:35 zeroed the gradient before clipping; by
+epoch 8 that gradient was 0.17-0.91 of total norms 0.32-0.95 against a clip of 0.14, so those
+runs took steps 1.2-3.3 times theirs); and when lr is halved (compared with the previous epoch's
+perplexity, not the best). What remains: the softmax has 2 more classes (<S>, <UNK>; </S> plays
+PTB's end-of-sentence), each LSTM layer one bias where theirs has two (theirs, two parameters
+with the same gradient, moves twice as fast under SGD), rows cut at sentence boundaries instead
+of mid-sentence, and words padded as bilm-tf's (every word has windows over padding; their
+longest words have none). tests/test_train_kim_reference.py checks the equality of loss and gradients.
 """
 
 from __future__ import annotations
