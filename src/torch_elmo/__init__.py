@@ -2,13 +2,15 @@
 bilm-tf computes from the published options.json + weights.hdf5."""
 
 from .chars import batch_to_ids
-from .default import DefaultModelMissing, default_model_files
+from .default import default_model_files
 from .elmo import Elmo, ElmoEmbedder
-from .formats import ElmoFormatError, load_bilm, read_options, save_bilm
+from .errors import DefaultModelMissing, ElmoError, ElmoFormatError
+from .formats import load_bilm, read_options, save_bilm
 from .model import BiLM, BiLMConfig, CharCNN, Highway, LstmWithProjection, ScalarMix, remove_sentence_boundaries
 
 __all__ = [
-    "BiLM", "BiLMConfig", "CharCNN", "DefaultModelMissing", "Elmo", "ElmoEmbedder", "ElmoFormatError", "Highway",
+    "BiLM", "BiLMConfig", "CharCNN", "DefaultModelMissing", "Elmo", "ElmoEmbedder", "ElmoError", "ElmoFormatError",
+    "Highway",
     "LstmWithProjection", "ScalarMix", "batch_to_ids", "load_bilm", "read_options",
     "default_model_files", "remove_sentence_boundaries", "save_bilm",
 ]

@@ -31,16 +31,13 @@ from pathlib import Path
 import torch
 
 from .chars import BOS_TOKEN, EOS_TOKEN, MAX_CHARS, token_to_char_ids
+from .errors import DataError
 
 UNK_TOKEN = "<UNK>"
 SPECIAL_TOKENS = (BOS_TOKEN, EOS_TOKEN, UNK_TOKEN)
 IGNORE_INDEX = -100  # target of a padding position (evaluation's last, partial batch)
 
 PathSpec = str | os.PathLike | Sequence[str | os.PathLike]
-
-
-class DataError(ValueError):
-    """A corpus or vocabulary that cannot be used, with the file and the fix in the message."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,7 +124,7 @@ class Vocabulary:
         return self.index.get(token, self.unk_id)
 
     @classmethod
-    def build(cls, corpus: PathSpec, min_count: int = 1, max_size: int | None = None) -> "Vocabulary":
+    def build(cls, corpus: PathSpec, min_count: int = 1, max_size: int | None = None) -> Vocabulary:
         """Counts the corpus (streamed) and keeps words seen at least `min_count` times, at most
         `max_size` entries in all (the three special tokens included); ties broken by token."""
         counts: Counter[str] = Counter()
@@ -145,7 +142,7 @@ class Vocabulary:
         return cls(list(SPECIAL_TOKENS) + words, [0] * len(SPECIAL_TOKENS) + [counts[w] for w in words])
 
     @classmethod
-    def read(cls, path: str | os.PathLike) -> "Vocabulary":
+    def read(cls, path: str | os.PathLike) -> Vocabulary:
         """Reads a published vocabulary file: one token a line (a count after it is ignored)."""
         path = Path(path)
         tokens = read_token_lines(path)
@@ -446,9 +443,8 @@ class StreamBatcher:
                 raise DataError("the checkpoint's data is batched by contiguous rows; resume with the same setting")
             self.stream.load_state_dict(state["stream"])
         self._rows = [None if r is None else list(r) for r in state["rows"]]
-        done = state["done"]  # a bool in checkpoints written before per-row streams existed
-        self._exhausted = list(done) if isinstance(done, list) else [bool(done)] * self.batch_size
-        if "rng" in state:  # checkpoints written before restart_prob existed have none
+        self._exhausted = list(state["done"])
+        if state["rng"] is not None:  # None: an upgraded checkpoint from before restart_prob (trainer.upgrade_checkpoint)
             self._rng.setstate(_as_rng_state(state["rng"]))
 
 

@@ -13,24 +13,11 @@ import torch
 import torch.nn as nn
 
 from .chars import batch_to_ids
+from .default import model_files
 from .formats import load_bilm
 from .model import BiLM, ScalarMix
 
 PathLike = str | os.PathLike
-
-
-def _model_files(options_file: PathLike | None, weight_file: PathLike | None) -> tuple[PathLike, PathLike]:
-    """The files as given, or the bundled default model's when both are None."""
-    if options_file is None and weight_file is None:
-        from .default import default_model_files
-
-        return default_model_files()
-    if options_file is None or weight_file is None:
-        raise ValueError(
-            "give both options_file and weight_file (the model's options.json and weights.hdf5), "
-            "or neither for the bundled default English model"
-        )
-    return options_file, weight_file
 
 
 def _cpu_has_bf16_matmul() -> bool:
@@ -55,7 +42,9 @@ class Elmo(nn.Module):
                  scalar_mix_parameters: list[float] | None = None,
                  stateful: bool = False):
         super().__init__()
-        options_file, weight_file = _model_files(options_file, weight_file)
+        options_file, weight_file = model_files(options_file, weight_file)
+        # `_elmo_lstm` and `scalar_mix_{k}` are AllenNLP's attribute names, kept so that task
+        # models written (and state dicts saved) for allennlp.modules.elmo.Elmo work unchanged.
         self._elmo_lstm = load_bilm(options_file, weight_file, stateful=stateful)
         self._elmo_lstm.requires_grad_(requires_grad)
         self._has_cached_vocab = vocab_to_cache is not None
@@ -115,11 +104,11 @@ class ElmoEmbedder:
                  stateful: bool = False, token_cache_size: int = 50_000):
         """`token_cache_size`: how many distinct tokens keep their char-CNN vector across batches
         (2 KB each for the original model), so that a repeated token never runs the CNN again."""
-        options_file, weight_file = _model_files(options_file, weight_file)
+        options_file, weight_file = model_files(options_file, weight_file)
         self.device = torch.device(device)
         if dtype == torch.bfloat16 and self.device.type == "cpu" and not _cpu_has_bf16_matmul():
-            warnings.warn("bfloat16 on this CPU (no AVX-512 BF16 or AMX) is slower than float32 (0.29x measured on "
-                          "such a Xeon); use float32 here, bfloat16 on a GPU or an AMX CPU")
+            warnings.warn("bfloat16 on this CPU (it has neither AVX-512 BF16 nor AMX) runs slower than float32; "
+                          "use float32 here, bfloat16 on a GPU or a CPU with AMX", stacklevel=2)
         self.bilm = load_bilm(options_file, weight_file, dtype=dtype, device=self.device, stateful=stateful)
         self._token_rows: dict[str, int] = {}  # token -> row of bilm.word_cache (row 0: padding)
         if token_cache_size > 0:

@@ -1,0 +1,93 @@
+"""The package's errors: one base class, `ElmoError`, whose message is one line naming what is
+wrong (a file, a setting, a line), the problem and the fix. The `elmo` command prints that line
+for any `ElmoError`; Python callers can catch the base class or the usual built-in each
+subclass also is."""
+
+from __future__ import annotations
+
+import os
+import types
+import typing
+
+
+class ElmoError(Exception):
+    """A user error: the message names the file, setting or line and the fix."""
+
+
+class ElmoFormatError(ElmoError, ValueError):
+    """A model file that cannot be read as the published format."""
+
+
+class DataError(ElmoError, ValueError):
+    """A corpus or vocabulary that cannot be used."""
+
+
+class TrainError(ElmoError, ValueError):
+    """A training setup that cannot work."""
+
+
+class UsageError(ElmoError, ValueError):
+    """Arguments or command-line options that cannot work together or with this machine."""
+
+
+class BadSettings(ElmoError, ValueError):
+    """Settings out of their range, all of them at once: `problems` lists (name, value, expected)."""
+
+    def __init__(self, problems: list[tuple[str, object, str]]):
+        self.problems = problems
+        super().__init__(format_problems(problems))
+
+
+def format_problems(problems: list[tuple[str, object, str]], name=lambda n: n) -> str:
+    """`NAME is VALUE, expected WHAT; ...`, each name as `name(field)` says it."""
+    return "; ".join(f"{name(n)} is {v!r}, expected {expected}" for n, v, expected in problems)
+
+
+class DefaultModelMissing(ElmoError, FileNotFoundError):
+    """The default model's files are not installed (a source checkout before `make default-model`)."""
+
+
+def describe_type(hint) -> str:
+    """A JSON-ish type as a message says it: `int | None` -> "an integer or null"; a tuple of
+    types reads as their union."""
+    if isinstance(hint, tuple):
+        return " or ".join(describe_type(h) for h in hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return " or ".join(describe_type(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is typing.Literal:
+        return " or ".join(f'"{a}"' if isinstance(a, str) else repr(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return "a list"
+    if typing.get_origin(hint) is list:
+        return f"a list of {describe_type(typing.get_args(hint)[0]).split(' ', 1)[-1]}s"
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null",
+             dict: "a JSON object", list: "a list", os.PathLike: "a path"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def fits(value, hint) -> bool:
+    """Whether a JSON-ish value fits a type annotation (int, float, bool, str, None, list[X],
+    dict, Literal[...] and unions of them); an int is a float, a bool is no int."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(fits(value, a) for a in args)
+    if typing.get_origin(hint) is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if hint is type(None):
+        return value is None
+    if typing.get_origin(hint) in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, (str, os.PathLike))
+    return isinstance(value, typing.get_origin(hint) or hint)
+
+
+def type_problems(cls, values: dict) -> list[tuple[str, object, str]]:
+    """(name, value, expected type) for each value that does not fit its dataclass field."""
+    hints = typing.get_type_hints(cls)
+    return [(name, value, describe_type(hints[name]))
+            for name, value in values.items() if name in hints and not fits(value, hints[name])]
