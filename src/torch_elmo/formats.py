@@ -11,18 +11,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .chars import MAX_CHARS, N_CHARACTERS
+from .errors import BadSettings, ElmoFormatError, describe_type, format_problems
 from .model import BiLM, BiLMConfig
-
-
-class ElmoFormatError(ValueError):
-    """A model file that cannot be read as the published format."""
-
 
 # --------------------------------------------------------------------------------------------
 # options.json
@@ -46,7 +43,7 @@ def config_from_options(options: dict, source: str = "options") -> BiLMConfig:
         if value is KeyError:
             raise ElmoFormatError(f"{source}: missing \"{section}\".\"{key}\"; the published options.json has it")
         if value is not None and not isinstance(value, kind):
-            raise ElmoFormatError(f"{source}: \"{section}\".\"{key}\" is {value!r}, expected {_kind_name(kind)}")
+            raise ElmoFormatError(f"{source}: \"{section}\".\"{key}\" is {value!r}, expected {describe_type(kind)}")
         return value
 
     if "char_cnn" not in options:
@@ -54,10 +51,6 @@ def config_from_options(options: dict, source: str = "options") -> BiLMConfig:
             f"{source}: no \"char_cnn\" section; only character-input biLMs can be loaded from the published format"
         )
     filters = get("char_cnn", "filters", list)
-    if not filters or not all(
-        isinstance(f, (list, tuple)) and len(f) == 2 and all(isinstance(v, int) and v > 0 for v in f) for f in filters
-    ):
-        raise ElmoFormatError(f"{source}: \"char_cnn\".\"filters\" is {filters!r}, expected a list of [width, n_filters]")
     n_characters = get("char_cnn", "n_characters", int)
     if n_characters != N_CHARACTERS:
         raise ElmoFormatError(
@@ -68,15 +61,13 @@ def config_from_options(options: dict, source: str = "options") -> BiLMConfig:
     if max_chars != MAX_CHARS:
         raise ElmoFormatError(f"{source}: \"char_cnn\".\"max_characters_per_token\" is {max_chars}, expected {MAX_CHARS}")
     activation = get("char_cnn", "activation", str)
-    if activation not in ("relu", "tanh"):
-        raise ElmoFormatError(f"{source}: \"char_cnn\".\"activation\" is {activation!r}, expected \"relu\" or \"tanh\"")
     embedding = options["char_cnn"].get("embedding")
     if not isinstance(embedding, dict) or not isinstance(embedding.get("dim"), int):
         raise ElmoFormatError(f"{source}: missing \"char_cnn\".\"embedding\".\"dim\" (the char embedding size)")
     lstm_dim = get("lstm", "dim", int)
     number = (int, float)
-    return BiLMConfig(
-        filters=tuple((int(w), int(n)) for w, n in filters),
+    values = dict(
+        filters=filters,
         char_embed_dim=embedding["dim"],
         n_highway=get("char_cnn", "n_highway", int),
         activation=activation,
@@ -89,6 +80,19 @@ def config_from_options(options: dict, source: str = "options") -> BiLMConfig:
         proj_clip=get("lstm", "proj_clip", number, default=None),
         use_skip_connections=get("lstm", "use_skip_connections", bool, default=False),
     )
+    try:
+        return BiLMConfig(**values)
+    except BadSettings as e:
+        message = format_problems(e.problems, lambda name: OPTION_NAMES.get(name, name))
+        raise ElmoFormatError(f"{source}: {message}; fix the options file") from None
+
+
+OPTION_NAMES = {  # BiLMConfig field -> its entry in options.json, where the two differ
+    "filters": '"char_cnn"."filters"', "activation": '"char_cnn"."activation"',
+    "char_embed_dim": '"char_cnn"."embedding"."dim"', "n_highway": '"char_cnn"."n_highway"',
+    "lstm_dim": '"lstm"."dim"', "projection_dim": '"lstm"."projection_dim"', "n_layers": '"lstm"."n_layers"',
+    "cell_clip": '"lstm"."cell_clip"', "proj_clip": '"lstm"."proj_clip"',
+}
 
 
 def options_from_config(config: BiLMConfig) -> dict:
@@ -111,12 +115,6 @@ def options_from_config(config: BiLMConfig) -> dict:
             "max_characters_per_token": config.max_chars,
         },
     }
-
-
-def _kind_name(kind) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join({int: "an integer", float: "a number", bool: "true or false", str: "a string",
-                        list: "a list"}.get(k, k.__name__) for k in kinds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,9 +238,10 @@ def read_weights(path: str | os.PathLike, config: BiLMConfig) -> dict[str, np.nd
 
 def load_bilm(options_file: str | os.PathLike, weight_file: str | os.PathLike, *,
               dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-              stateful: bool = False) -> BiLM:
-    """A BiLM with the published weights, in eval mode."""
-    config = read_options(options_file)
+              stateful: bool = False, implementation: str = "fast") -> BiLM:
+    """A BiLM with the published weights, in eval mode; `implementation` "plain" runs without
+    the fast kernels (the reference they are tested against)."""
+    config = replace(read_options(options_file), implementation=implementation)
     bilm = BiLM(config, stateful=stateful)
     bilm.load_state_dict(state_dict_from_arrays(config, read_weights(weight_file, config)))
     return bilm.to(device=device, dtype=dtype).eval()

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import IGNORE_INDEX, LMBatch
-from .model import BiLM, BiLMConfig, CharCNN, ElmoLstm, LstmState
+from .model import BiLM, BiLMConfig, CharCNN, ElmoLstm, LstmState, encode_unique
 from .softmax import LogUniformSampler, SoftmaxHead
 
 SOFTMAX_WEIGHT = "softmax/W"  # extra datasets of an exported weights.hdf5 that keeps the head
@@ -74,8 +74,7 @@ class LanguageModel(nn.Module):
         """Sets the padding character's embedding to zero, as Kim et al. do at the start and after
         every update (bilm-tf learns it, like any other character). Its gradient is left as it is:
         in their loop it counts in the norm that gradient clipping measures, and with many padded
-        windows it can be most of that norm (PTB benchmark, epoch 8: leaving it out took steps
-        1.2-3.3 times theirs)."""
+        windows it can be most of that norm (leaving it out takes steps larger than theirs)."""
         from .chars import PAD_CHAR
 
         if self.word_input:
@@ -98,9 +97,7 @@ class LanguageModel(nn.Module):
             x = self.token_encoder(ids)  # (D, T, B, P)
         else:
             chars = torch.stack([b.char_ids for b in batches]).transpose(1, 2).to(device)  # (D, T, B, C)
-            flat = chars.reshape(-1, chars.shape[-1])  # (D * T * B, C)
-            unique, inverse = torch.unique(flat, dim=0, return_inverse=True)
-            x = self.token_encoder(unique)[inverse]  # (D * T * B, P)
+            x = encode_unique(self.token_encoder, chars.reshape(-1, chars.shape[-1]))  # (D * T * B, P)
         x = x.reshape(D, T * B, -1)  # (D, T * B, P)
         if states is None:
             states = self.zero_states(B)

@@ -4,41 +4,52 @@ Read top to bottom:
     BiLMConfig          the hyper-parameters of a published `options.json`
     Highway, CharCNN    character ids of a token -> one token vector
     LstmWithProjection  one LSTM layer (TF's LSTMCell with num_proj and clipping), run for both
-                        directions side by side on packed sequences
+                        directions side by side on packed sequences; `step` is its formula
     ElmoLstm            L such layers with optional residual connections
     BiLM                sentence boundaries, token vectors, both LSTM stacks -> the 2L+1 layers
     ScalarMix           gamma * sum_j softmax(s)_j * h_j, the downstream task's view of the layers
 
-Shapes: B sentences, T tokens (sentence boundaries included), C = 50 chars per token, P the
-projection (token vector) size, H the LSTM cell size, D the number of directions (2), N the
-number of real (non-padding) tokens in a batch.
+The two hot loops (the char CNN's convolutions, the LSTM over time) also have fast
+implementations in kernels.py, picked by `BiLMConfig.implementation` ("fast" by default,
+"plain" for the code below alone), the way transformers picks an attention implementation;
+the plain code is the reference the fast one is tested against.
+
+Shapes: B sentences, T tokens (sentence boundaries included), C = 50 chars per token, E the char
+embedding size, P the projection (token vector) size, H the LSTM cell size, D the number of
+directions (2), N the number of real (non-padding) tokens in a batch.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-import os
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import kernels
 from .chars import BOS_CHAR_IDS, EOS_CHAR_IDS, MAX_CHARS, N_CHARACTERS, PAD_CHAR
+from .errors import BadSettings, type_problems
+
+NOT_ARCHITECTURE = {"architecture": False}  # field metadata: how a model runs or trains, not what it is
 
 
 @dataclass(frozen=True)
 class BiLMConfig:
-    """The biLM's architecture; defaults are the original `2x4096_512_2048cnn_2xhighway`."""
+    """The biLM's architecture; defaults are the original `2x4096_512_2048cnn_2xhighway`.
+
+    Checked when made: bad values raise BadSettings (a ValueError) naming every bad field and
+    what it takes.
+    """
 
     filters: tuple[tuple[int, int], ...] = (
         (1, 32), (2, 32), (3, 64), (4, 128), (5, 256), (6, 512), (7, 1024),
     )
     char_embed_dim: int = 16
     n_highway: int = 2
-    activation: str = "relu"  # of the convolutions: "relu" or "tanh"
+    activation: Literal["relu", "tanh"] = "relu"  # of the convolutions
     n_characters: int = N_CHARACTERS
     max_chars: int = MAX_CHARS
     lstm_dim: int = 4096
@@ -47,16 +58,56 @@ class BiLMConfig:
     cell_clip: float | None = 3.0
     proj_clip: float | None = 3.0
     use_skip_connections: bool = True
-    dropout: float = 0.0  # on each LSTM layer's input, while training (bilm-tf's DropoutWrapper)
-    token_dropout: float | None = None  # on the first layer's input instead (Kim et al.: 0); None: dropout
-    n_directions: int = 2  # 1: a forward-only language model
+    n_directions: Literal[1, 2] = 2  # 1: a forward-only language model
     # False: the char CNN's n_filters features enter the first LSTM layer as they are (Kim et al.);
     # a training-only layout, since ELMo's layer 0 needs token vectors of the LSTM output size
     token_projection: bool = True
+    # on each LSTM layer's input, while training (bilm-tf's DropoutWrapper)
+    dropout: float = field(default=0.0, metadata=NOT_ARCHITECTURE)
+    # on the first layer's input instead (Kim et al.: 0); None: dropout
+    token_dropout: float | None = field(default=None, metadata=NOT_ARCHITECTURE)
+    implementation: Literal["fast", "plain"] = field(default="fast", metadata=NOT_ARCHITECTURE)  # kernels.py or not
+
+    def __post_init__(self):
+        if isinstance(self.filters, (list, tuple)):  # JSON gives lists
+            object.__setattr__(self, "filters", tuple(tuple(f) if isinstance(f, list) else f for f in self.filters))
+        problems = type_problems(BiLMConfig, {f.name: getattr(self, f.name) for f in fields(self)})
+        problems += self._range_problems(mistyped={name for name, _, _ in problems})
+        if problems:
+            raise BadSettings(problems)
+
+    def _range_problems(self, mistyped: set[str]) -> list[tuple[str, object, str]]:
+        problems = []
+        if "filters" not in mistyped and (not self.filters or not all(
+                isinstance(f, tuple) and len(f) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                             for v in f) for f in self.filters)):
+            problems.append(("filters", [list(f) if isinstance(f, tuple) else f for f in self.filters],
+                             "a list of [width, n_filters] (positive integers)"))
+        def out_of(names, ok, expected):
+            for name in names:
+                value = getattr(self, name)
+                if name not in mistyped and value is not None and not ok(value):
+                    problems.append((name, value, expected))
+
+        out_of(("char_embed_dim", "n_characters", "max_chars", "lstm_dim", "projection_dim", "n_layers"),
+               lambda v: v >= 1, "a positive integer")
+        out_of(("n_highway",), lambda v: v >= 0, "a non-negative integer")
+        out_of(("cell_clip", "proj_clip"), lambda v: v > 0, "a positive number or null (no clip)")
+        out_of(("dropout", "token_dropout"), lambda v: 0.0 <= v < 1.0, "a probability in [0, 1)")
+        return problems
+
+    @classmethod
+    def architecture_fields(cls) -> list[str]:
+        """The fields that say what the model is (those a checkpoint's architecture records)."""
+        return [f.name for f in fields(cls) if f.metadata.get("architecture", True)]
 
     @property
     def n_filters(self) -> int:
         return sum(n for _, n in self.filters)
+
+    @property
+    def widest_filter(self) -> int:
+        return max(width for width, _ in self.filters)
 
     @property
     def token_dim(self) -> int:
@@ -108,9 +159,9 @@ class CharCNN(nn.Module):
 
     def __init__(self, config: BiLMConfig):
         super().__init__()
-        if config.activation not in ("relu", "tanh"):
-            raise ValueError(f"char CNN activation must be 'relu' or 'tanh', got {config.activation!r}")
         self.activation = torch.relu if config.activation == "relu" else torch.tanh
+        self.implementation = config.implementation
+        self.widest_filter = config.widest_filter
         self.char_embedding = nn.Embedding(config.n_characters, config.char_embed_dim, padding_idx=0)
         self.convs = nn.ModuleList(
             nn.Conv1d(config.char_embed_dim, n, kernel_size=width) for width, n in config.filters
@@ -149,31 +200,29 @@ class CharCNN(nn.Module):
             x = highway(x)
         return self.projection(x)  # (N, P)
 
+    def _max_over_windows(self, chars: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+        """conv over the chars (N, C', E), max-pooled over positions -> (N, filters)."""
+        if self.implementation == "fast":
+            return kernels.max_over_windows(chars, conv.weight, conv.bias)
+        return conv(chars.transpose(1, 2)).max(dim=-1).values  # (N, filters, C' - w + 1) -> (N, filters)
+
     def _trim_padding(self, char_ids: torch.Tensor) -> torch.Tensor:
         """(N, C) -> (N, C'): without the last columns that hold padding chars in every token,
         keeping the widest filter's width of them after the last other char. Each token still has
         all its windows that touch a char and at least one all-padding window of every width (the
         same as those dropped), so the max over windows is unchanged, with less work: a 5-letter
         word takes 7 of the 50 columns (its begin and end of word marks included)."""
-        widest = max(conv.kernel_size[0] for conv in self.convs)
         used = (char_ids != PAD_CHAR + 1).any(dim=0).nonzero()  # columns holding a char (or no-token 0)
-        keep = (int(used.max()) + 1 if len(used) else 0) + widest
+        keep = (int(used.max()) + 1 if len(used) else 0) + self.widest_filter
         return char_ids[:, :keep] if keep < char_ids.shape[1] else char_ids
 
-    @staticmethod
-    def _max_over_windows(chars: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
-        """conv(chars) max-pooled over positions: (N, C, E) -> (N, filters).
 
-        Computed as one matmul over the unfolded windows, (N, C - w + 1, E * w) @ (E * w, filters),
-        max-pooled over windows, bias added after the max (the same value: adding a constant keeps
-        the order): twice as fast on CPU as Conv1d followed by a max over its (N, filters, C - w + 1)
-        output. .max's backward routes the gradient to one window (amax's splits it among ties,
-        3x slower): ties come from identical all-padding windows, so the weight gradients are the same.
-        """
-        width, filters = conv.kernel_size[0], conv.out_channels
-        windows = chars.unfold(1, width, 1).flatten(2)  # (N, C - w + 1, E * w), conv.weight's order
-        scores = windows @ conv.weight.reshape(filters, -1).T  # (N, C - w + 1, filters)
-        return scores.max(dim=1).values + conv.bias
+def encode_unique(token_encoder: nn.Module, char_ids: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """(N, C) -> (N, P), running the token encoder once per distinct token (`chunk` at a time):
+    a corpus repeats its frequent words, and a token's vector depends on the token alone."""
+    unique, inverse = torch.unique(char_ids, dim=0, return_inverse=True)
+    parts = unique.split(chunk) if chunk else [unique]
+    return torch.cat([token_encoder(part) for part in parts])[inverse]
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,7 +246,7 @@ class PackedBatch:
     backward_index: torch.Tensor  # (N,)
 
     @classmethod
-    def from_lengths(cls, lengths: torch.Tensor, max_len: int) -> "PackedBatch":
+    def from_lengths(cls, lengths: torch.Tensor, max_len: int) -> PackedBatch:
         sorted_lengths, order = lengths.sort(descending=True, stable=True)
         steps = torch.arange(max_len, device=lengths.device).unsqueeze(1)  # (T, 1)
         running = steps < sorted_lengths.unsqueeze(0)  # (T, B)
@@ -233,18 +282,17 @@ class LstmWithProjection(nn.Module):
 
     Computes what TensorFlow's `LSTMCell(num_proj, cell_clip, proj_clip)` computes (gates in the
     order i, j, f, o; the forget gate's +1.0 added at run time), for D directions at once:
-    the input-to-gates product is one matmul over many steps (all of them in training), each step
-    one batched matmul.
+    the input-to-gates product is one matmul over all steps, each step one batched matmul.
     """
 
-    GATE_ROWS = 1024  # without autograd, rows of the input-to-gates product computed at once
-
     def __init__(self, input_dim: int, hidden_dim: int, proj_dim: int,
-                 cell_clip: float | None, proj_clip: float | None, n_directions: int = 2):
+                 cell_clip: float | None, proj_clip: float | None, n_directions: int = 2,
+                 implementation: str = "fast"):
         super().__init__()
         D, H = n_directions, hidden_dim
         self.hidden_dim, self.cell_clip, self.proj_clip = H, cell_clip, proj_clip
         self.state_dim = proj_dim
+        self.implementation = implementation
         self.w_input = nn.Parameter(torch.empty(D, input_dim, 4 * H))
         self.w_state = nn.Parameter(torch.empty(D, proj_dim, 4 * H))
         self.bias = nn.Parameter(torch.zeros(D, 4 * H))
@@ -271,248 +319,54 @@ class LstmWithProjection(nn.Module):
         D = self.w_input.shape[0]
         return like.new_zeros(D, batch, self.state_dim), like.new_zeros(D, batch, self.hidden_dim)
 
+    def step(self, gates_x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> LstmState:
+        """One time step, the formulas: gates_x (D, n, 4H) the input's share of the gates (bias
+        and forget offset included), h (D, n, P) and c (D, n, H) the previous state."""
+        gates = torch.baddbmm(gates_x, h, self.w_state)  # (D, n, 4H)
+        i, j, f, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(j)  # (D, n, H)
+        if self.cell_clip is not None:
+            c = c.clamp(-self.cell_clip, self.cell_clip)
+        h = torch.sigmoid(o) * torch.tanh(c)  # (D, n, H)
+        if self.w_proj is not None:
+            h = torch.bmm(h, self.w_proj)  # (D, n, P)
+            if self.proj_clip is not None:
+                h = h.clamp(-self.proj_clip, self.proj_clip)
+        return h, c
+
     def forward(self, x: torch.Tensor, batch_sizes: list[int],
                 state: LstmState | None = None) -> tuple[torch.Tensor, LstmState]:
         """x (D, N, I) packed -> outputs (D, N, P) packed, and each row's final (h, c).
 
         `state` holds each row's initial state (sorted order); rows that never run keep theirs.
         """
-        D, N, _ = x.shape
         rows = batch_sizes[0] if batch_sizes else 0
         h, c = state if state is not None else self.zero_state(rows, x)
         bias = (self.bias + self.forget_bias).unsqueeze(1)  # (D, 1, 4H)
-        needs_grad = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (x, h, c, self.w_input, self.bias, self.w_state, self.w_proj))
-        if needs_grad and not torch.is_autocast_enabled(x.device.type):
-            out, h, c = LstmThroughTime.apply(x, self.w_input, bias.squeeze(1), h, c, self.w_state, self.w_proj,
-                                              tuple(batch_sizes), self.cell_clip, self.proj_clip)
-            return out, (h, c)
-        cell = self._cell if needs_grad else self._cell_in_place  # frozen ELMo in a task model: in place
-        # The input's share of the gates, a few steps at a time (at least GATE_ROWS rows a product):
-        # the speed of one large product, with memory bounded whatever the batch. The chunks share
-        # one buffer: a fresh 100 MB tensor a chunk costs its page faults (a quarter of the product).
-        chunks, start = [], 0  # (first row, end row) of each chunk of whole steps
-        for t, end in enumerate(itertools.accumulate(batch_sizes)):
-            if end - start >= self.GATE_ROWS or t == len(batch_sizes) - 1:
-                chunks.append((start, end))
-                start = end
-        G = bias.shape[-1]  # 4H
-        buffer = x.new_empty(D * max((b - a for a, b in chunks), default=0) * G)
-        next_chunk = iter(chunks)
-        outputs, done_h, done_c = [], [], []
-        offset = chunk_start = chunk_end = 0
+        if self.implementation == "fast":
+            needs_grad = torch.is_grad_enabled() and any(
+                t is not None and t.requires_grad for t in (x, h, c, self.w_input, self.bias, self.w_state, self.w_proj))
+            if not needs_grad:  # ELMo embedding text, or frozen inside a task model
+                out, h, c = kernels.lstm_inference(x, self.w_input, bias, self.w_state, self.w_proj, h, c,
+                                                   batch_sizes, self.cell_clip, self.proj_clip)
+                return out, (h, c)
+            if not torch.is_autocast_enabled(x.device.type):  # training or fine-tuning
+                out, h, c = kernels.LstmThroughTime.apply(x, self.w_input, bias.squeeze(1), h, c, self.w_state,
+                                                          self.w_proj, tuple(batch_sizes), self.cell_clip,
+                                                          self.proj_clip)
+                return out, (h, c)
+        gates_x = torch.baddbmm(bias, x, self.w_input)  # (D, N, 4H): the input's share, every step at once
+        outputs, finished, offset = [], [], 0  # finished: final states of rows that ended, shortest last
         for n in batch_sizes:
-            if offset == chunk_end:
-                chunk_start, chunk_end = next(next_chunk)
-                gates_x = buffer[: D * (chunk_end - chunk_start) * G].view(D, chunk_end - chunk_start, G)
-                torch.baddbmm(bias, x[:, chunk_start:chunk_end], self.w_input, out=gates_x)  # (D, rows, 4H)
             if n < h.shape[1]:  # the shortest rows have ended: keep their final state
-                done_h.append(h[:, n:])
-                done_c.append(c[:, n:])
+                finished.append((h[:, n:], c[:, n:]))
                 h, c = h[:, :n], c[:, :n]
-            h, c = cell(gates_x[:, offset - chunk_start : offset - chunk_start + n], h, c)  # (D, n, P), (D, n, H)
+            h, c = self.step(gates_x[:, offset : offset + n], h, c)  # (D, n, P), (D, n, H)
             offset += n
             outputs.append(h)
-        done_h.append(h)
-        done_c.append(c)
-        out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(D, 0, self.state_dim)
-        return out, (torch.cat(done_h[::-1], dim=1), torch.cat(done_c[::-1], dim=1))
-
-
-    def _cell(self, gates_x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> LstmState:
-        """One step: gates_x (D, n, 4H) the input's share of the gates, h (D, n, P), c (D, n, H)."""
-        gates = torch.baddbmm(gates_x, h, self.w_state)
-        i, j, f, o = gates.chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(j)
-        if self.cell_clip is not None:
-            c = c.clamp(-self.cell_clip, self.cell_clip)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return self._project(h), c
-
-    def _cell_in_place(self, gates_x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> LstmState:
-        """The same step without autograd, computed inside the gates buffer (each step's slice
-        of `gates_x` is used once): no copies, no new (D, n, 4H) tensors. The new h and c are
-        tensors of their own, since the buffer is reused for later steps."""
-        gates = gates_x.baddbmm_(h, self.w_state)
-        i, j, f, o = gates.chunk(4, dim=-1)
-        c = torch.mul(f.sigmoid_(), c).addcmul_(i.sigmoid_(), j.tanh_())
-        if self.cell_clip is not None:
-            c = c.clamp_(-self.cell_clip, self.cell_clip)
-        h = torch.tanh(c).mul_(o.sigmoid_())
-        return self._project(h), c
-
-    def _project(self, h: torch.Tensor) -> torch.Tensor:
-        if self.w_proj is None:
-            return h
-        h = torch.bmm(h, self.w_proj)  # (D, n, P)
-        return h.clamp(-self.proj_clip, self.proj_clip) if self.proj_clip is not None else h
-
-
-def _step_forward(gates: torch.Tensor, c: torch.Tensor, cell_clip: float | None,
-                  m_out: torch.Tensor | None = None):
-    """One training step's elementwise part: gates (D, n, 4H), activated in place, and the
-    previous cell (D, n, H) -> i, j, f, o (views of `gates`), the new (clipped) cell, its tanh, the
-    output m = o * tanh(c) (written to `m_out` when given), and where the cell clip let the
-    gradient through (None without a clip)."""
-    i, j, f, o = gates.chunk(4, dim=-1)
-    i.sigmoid_(), j.tanh_(), f.sigmoid_(), o.sigmoid_()
-    c = torch.addcmul(f * c, i, j)
-    keep_c = None
-    if cell_clip is not None:
-        keep_c = (c >= -cell_clip) & (c <= cell_clip)
-        c = c.clamp_(-cell_clip, cell_clip)
-    tanh_c = torch.tanh(c)
-    m = torch.mul(o, tanh_c, out=m_out) if m_out is not None else o * tanh_c
-    return i, j, f, o, c, tanh_c, m, keep_c
-
-
-def _step_backward(dc: torch.Tensor, dm: torch.Tensor, i: torch.Tensor, j: torch.Tensor, f: torch.Tensor,
-                   o: torch.Tensor, c_prev: torch.Tensor, tanh_c: torch.Tensor,
-                   keep_c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same step backwards: the gradients of the cell (dc) and of m (dm) -> the gates'
-    gradient (D, n, 4H) and the previous cell's gradient."""
-    dc = dc + dm * o * (1 - tanh_c * tanh_c)
-    if keep_c is not None:
-        dc = dc * keep_c
-    grad_gates = torch.cat([dc * j * (i * (1 - i)), dc * i * (1 - j * j),
-                            dc * c_prev * (f * (1 - f)), dm * tanh_c * (o * (1 - o))], dim=-1)
-    return grad_gates, dc * f
-
-
-class _Fused:
-    """`fn` compiled by torch.compile into one loop over its elements, or `fn` itself where that
-    fails (no C++ compiler, an unsupported device) or TORCH_ELMO_COMPILE=0 is set.
-
-    A training step's backward elementwise part is ~20 PyTorch ops, each reading and writing
-    (D, n, H) tensors; fused, it reads its inputs and writes its outputs once: 10-12 ms -> 3.3 ms
-    for D=2, n=128, H=4096 on 2 threads. (The forward's 8 ops ran slower compiled, 8.9 ms against
-    3.4, and stay eager.)
-    """
-
-    enabled = os.environ.get("TORCH_ELMO_COMPILE", "1") != "0"
-
-    def __init__(self, fn):
-        self.fn, self.compiled = fn, None
-
-    def __call__(self, *args):
-        if self.enabled and self.compiled is not False:
-            try:
-                if self.compiled is None:
-                    self.compiled = torch.compile(self.fn, dynamic=True)
-                return self.compiled(*args)
-            except Exception as error:  # compilation failed: the same ops, unfused
-                self.compiled = False
-                warnings.warn(f"torch.compile of the LSTM step failed, running it unfused (slower): {error}")
-        return self.fn(*args)
-
-
-step_backward = _Fused(_step_backward)
-
-
-class LstmThroughTime(torch.autograd.Function):
-    """One LstmWithProjection layer over a packed sequence, forward and backward through time
-    written out, so that training pays for the recurrence and nothing else.
-
-    Autograd would record ~15 small ops a step and accumulate each weight gradient step by step
-    (read and write the whole gradient every step). Here the forward computes the input's share
-    of the gates for every step in one product, into a (D, N, 4H) buffer that each step then
-    turns into its gate activations in place; the backward walks the steps in reverse, writing
-    each step's gate gradients over its activations once they are used, so that the same buffer
-    ends up holding every gate gradient, and the weight gradients are one large product each over
-    all steps. (Fresh (D, N, 4H) tensors, 335 MB a layer for the original model's batch, cost their
-    page faults on every update.)
-
-    x (D, N, I) is the packed input, bias (D, 4H) the gates' bias (forget bias included); h0
-    (D, B, P) and c0 (D, B, H) the initial state of the B sorted rows. Returns the outputs (D, N, P)
-    and the final (h, c) of every row, as `LstmWithProjection.forward`.
-    """
-
-    @staticmethod
-    def forward(ctx, x, w_input, bias, h0, c0, w_state, w_proj, batch_sizes, cell_clip, proj_clip):
-        D, N, _ = x.shape
-        H = w_state.shape[2] // 4
-        gates = torch.baddbmm(bias.unsqueeze(1), x, w_input)  # (D, N, 4H): every step at once
-        m_all = x.new_empty(D, N, H) if w_proj is not None else None
-        h, c = h0, c0
-        steps = []  # per step: (i, j, f, o, c_prev, tanh(c), cell-clip mask, proj-clip mask)
-        outputs, done_h, done_c = [], [], []
-        offset = 0
-        for n in batch_sizes:
-            if n < h.shape[1]:
-                done_h.append(h[:, n:])
-                done_c.append(c[:, n:])
-                h, c = h[:, :n], c[:, :n]
-            step_gates = gates[:, offset : offset + n].baddbmm_(h, w_state)
-            m_out = m_all[:, offset : offset + n] if m_all is not None else None
-            offset += n
-            c_prev = c
-            i, j, f, o, c, tanh_c, m, keep_c = _step_forward(step_gates, c_prev, cell_clip, m_out)  # (D, n, H) each
-            keep_h = None
-            if w_proj is not None:
-                h = torch.bmm(m, w_proj)
-                if proj_clip is not None:
-                    keep_h = (h >= -proj_clip) & (h <= proj_clip)
-                    h = h.clamp_(-proj_clip, proj_clip)
-            else:
-                h = m
-            steps.append((i, j, f, o, c_prev, tanh_c, keep_c, keep_h))
-            outputs.append(h)
-        done_h.append(h)
-        done_c.append(c)
-        P = w_state.shape[1]
-        out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(D, 0, P)
-        ctx.steps, ctx.batch_sizes = steps, batch_sizes
-        ctx.save_for_backward(x, w_input, gates, m_all, out, h0, w_state, w_proj)
-        return out, torch.cat(done_h[::-1], dim=1), torch.cat(done_c[::-1], dim=1)
-
-    @staticmethod
-    def backward(ctx, grad_out, grad_h_final, grad_c_final):
-        x, w_input, gates, m_all, out, h0, w_state, w_proj = ctx.saved_tensors
-        steps, batch_sizes = ctx.steps, ctx.batch_sizes
-        D, B, P = h0.shape
-        H = w_state.shape[2] // 4
-        grad_out = grad_out if grad_out is not None else out.new_zeros(out.shape)
-        grad_h_final = grad_h_final if grad_h_final is not None else h0.new_zeros(D, B, P)
-        grad_c_final = grad_c_final if grad_c_final is not None else h0.new_zeros(D, B, H)
-        offsets = [0]
-        for n in batch_sizes:
-            offsets.append(offsets[-1] + n)
-        grad_proj_in = out.new_empty(D, offsets[-1], P) if w_proj is not None else None
-        # Gradients flowing back into the state of the step being processed; rows that ended
-        # after it start from their final state's gradient.
-        n_last = batch_sizes[-1] if batch_sizes else 0
-        dh, dc = grad_h_final[:, :n_last], grad_c_final[:, :n_last]
-        for t in range(len(batch_sizes) - 1, -1, -1):
-            n, start = batch_sizes[t], offsets[t]
-            if dh.shape[1] < n:  # rows whose last step is this one join
-                dh = torch.cat([dh, grad_h_final[:, dh.shape[1] : n]], dim=1)
-                dc = torch.cat([dc, grad_c_final[:, dc.shape[1] : n]], dim=1)
-            i, j, f, o, c_prev, tanh_c, keep_c, keep_h = steps[t]
-            dh = dh + grad_out[:, start : start + n]
-            if w_proj is not None:
-                if keep_h is not None:
-                    dh = dh * keep_h
-                grad_proj_in[:, start : start + n] = dh
-                dm = torch.bmm(dh, w_proj.transpose(1, 2))  # (D, n, H)
-            else:
-                dm = dh
-            g, dc = step_backward(dc, dm, i, j, f, o, c_prev, tanh_c, keep_c)  # (D, n, 4H), (D, n, H)
-            gates[:, start : start + n] = g  # this step's activations are used: its gradient takes their place
-            dh = torch.bmm(g, w_state.transpose(1, 2))  # (D, n, P)
-        ctx.steps = None
-        grad_gates = gates  # (D, N, 4H)
-        n_first = batch_sizes[0] if batch_sizes else 0
-        grad_h0 = torch.cat([dh, grad_h_final[:, n_first:]], dim=1) if batch_sizes else grad_h_final
-        grad_c0 = torch.cat([dc, grad_c_final[:, n_first:]], dim=1) if batch_sizes else grad_c_final
-        # The inputs of every step's state product, packed like the outputs: h0, then h_{t-1}.
-        h_prev = [h0[:, : batch_sizes[0]]] if batch_sizes else []
-        h_prev += [out[:, offsets[t - 1] : offsets[t - 1] + batch_sizes[t]] for t in range(1, len(batch_sizes))]
-        grad_w_state = torch.bmm(torch.cat(h_prev, dim=1).transpose(1, 2), grad_gates) if h_prev else torch.zeros_like(w_state)
-        grad_w_proj = torch.bmm(m_all.transpose(1, 2), grad_proj_in) if w_proj is not None else None
-        grad_x = torch.bmm(grad_gates, w_input.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        grad_w_input = torch.bmm(x.transpose(1, 2), grad_gates)
-        return (grad_x, grad_w_input, grad_gates.sum(dim=1), grad_h0, grad_c0, grad_w_state, grad_w_proj,
-                None, None, None)
+        finished.append((h, c))
+        out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(x.shape[0], 0, self.state_dim)
+        return out, (torch.cat([h for h, _ in finished[::-1]], dim=1), torch.cat([c for _, c in finished[::-1]], dim=1))
 
 
 class ElmoLstm(nn.Module):
@@ -525,7 +379,8 @@ class ElmoLstm(nn.Module):
         self.token_dropout = config.dropout if config.token_dropout is None else config.token_dropout
         self.layers = nn.ModuleList(
             LstmWithProjection(config.token_dim if k == 0 else config.projection_dim, config.lstm_dim,
-                               config.projection_dim, config.cell_clip, config.proj_clip, config.n_directions)
+                               config.projection_dim, config.cell_clip, config.proj_clip, config.n_directions,
+                               config.implementation)
             for k in range(config.n_layers)
         )
 
@@ -612,8 +467,7 @@ class BiLM(nn.Module):
 
     def encode_tokens(self, char_ids: torch.Tensor) -> torch.Tensor:
         """(N, C) -> (N, P), running the char CNN once per distinct token, TOKEN_CHUNK at a time."""
-        unique, inverse = torch.unique(char_ids, dim=0, return_inverse=True)
-        return torch.cat([self.token_encoder(chunk) for chunk in unique.split(self.TOKEN_CHUNK)])[inverse]
+        return encode_unique(self.token_encoder, char_ids, self.TOKEN_CHUNK)
 
     def forward(self, char_ids: torch.Tensor, word_ids: torch.Tensor | None = None, *,
                 boundaries: bool = True) -> BiLMOutput:

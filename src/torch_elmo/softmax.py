@@ -102,8 +102,8 @@ class _SampledLogSumExp(torch.autograd.Function):
     The (N, S) logits are the one large tensor of the sampled softmax (N = batch x unroll, S =
     8192 by default). Here they are made by one matmul, turned into probabilities in place and
     kept for the backward, which is one matmul each for h and W_s, with no other (N, S) tensor
-    (autograd over cat / masked_fill / logsumexp made several; with the one gather below, the
-    softmax part of bench/train.py went from 36% to 55-62% of the matmul peak).
+    (autograd over cat / masked_fill / logsumexp makes several, whose passes over memory cost
+    more than the matmuls; bench/train.py times the softmax part).
     """
 
     @staticmethod
@@ -123,7 +123,7 @@ class _SampledLogSumExp(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad):
         h, w_sampled, probs, p_true = ctx.saved_tensors
-        grad_logits = probs.mul_(grad.unsqueeze(1))  # (N, S) in place (no new 80 MB tensor): a second backward is refused
+        grad_logits = probs.mul_(grad.unsqueeze(1))  # (N, S) in place (no new one): a second backward is refused
         return grad_logits @ w_sampled, grad_logits.T @ h, grad_logits.sum(dim=0), p_true * grad, None, None
 
 
@@ -139,9 +139,8 @@ class _FullCrossEntropy(torch.autograd.Function):
 
     The logits are made by one addmm, turned into probabilities in place and kept for the
     backward, which subtracts the targets' one-hot in place and is one matmul each for h and W.
-    (F.linear + F.cross_entropy made three (N, V) tensors and zero-filled a fourth: on the Penn
-    Treebank configuration, 20 x 35 positions and 10k words, their elementwise passes took 38 ms
-    of the softmax's 96 ms an update, 2 threads.)
+    (F.linear + F.cross_entropy make three (N, V) tensors and zero-fill a fourth, whose
+    elementwise passes are a large part of a small model's update.)
     """
 
     @staticmethod

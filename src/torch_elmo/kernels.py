@@ -1,0 +1,268 @@
+"""The fast implementations of the model's two hot loops, chosen by `BiLMConfig.implementation`
+("fast", the default; "plain" runs the readable formulas in model.py instead). Each computes
+what its plain counterpart computes, to float rounding, and is tested against it.
+
+    max_over_windows   a char CNN convolution max-pooled over positions, as one matmul over the
+                       unfolded windows (Conv1d followed by a max does twice the memory traffic)
+    lstm_inference     an LSTM layer without autograd: the input's share of the gates for many
+                       steps in one product, each step computed in place inside that buffer
+    LstmThroughTime    an LSTM layer with autograd: forward and backward through time written
+                       out, gate gradients in one buffer, weight gradients as one product each
+
+No module here imports the model: the model picks these by name and hands them tensors.
+Shapes: D directions, N packed tokens, n rows still running at a step, I input size, H cells,
+P projection size.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import warnings
+
+import torch
+
+# --------------------------------------------------------------------------------------------
+# Char CNN
+
+
+def max_over_windows(chars: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """conv1d(chars, weight, bias) max-pooled over positions: (N, C, E) -> (N, filters).
+
+    One matmul over the unfolded windows, (N, C - w + 1, E * w) @ (E * w, filters), max-pooled,
+    the bias added after the max (the same value: adding a constant keeps the order). .max's
+    backward routes the gradient to one window (amax's splits it among ties, and is slower): ties
+    come from identical all-padding windows, so the weight gradients are the same.
+    """
+    filters, _, width = weight.shape  # Conv1d's (out, in, width)
+    windows = chars.unfold(1, width, 1).flatten(2)  # (N, C - w + 1, E * w), the weight's order
+    scores = windows @ weight.reshape(filters, -1).T  # (N, C - w + 1, filters)
+    return scores.max(dim=1).values + bias
+
+
+# --------------------------------------------------------------------------------------------
+# LSTM with projection, without autograd
+
+GATE_ROWS = 1024  # rows of the input-to-gates product computed at once
+
+
+def lstm_inference(x: torch.Tensor, w_input: torch.Tensor, bias: torch.Tensor, w_state: torch.Tensor,
+                   w_proj: torch.Tensor | None, h: torch.Tensor, c: torch.Tensor, batch_sizes: list[int],
+                   cell_clip: float | None, proj_clip: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x (D, N, I) packed, bias (D, 1, 4H) (forget offset included), h (D, B, P) and c (D, B, H)
+    the sorted rows' initial state -> outputs (D, N, P) and every row's final h, c.
+
+    The input's share of the gates is computed a few steps at a time (at least GATE_ROWS rows a
+    product): the speed of one large product with memory bounded whatever the batch. The chunks
+    share one buffer (a fresh buffer a chunk costs its page faults), and each step's slice of it
+    is turned into that step's gates in place: no new (D, n, 4H) tensor a step.
+    """
+    D, G, P = x.shape[0], bias.shape[-1], w_state.shape[1]
+    chunks, start = [], 0  # (first row, end row) of each chunk of whole steps
+    for t, end in enumerate(itertools.accumulate(batch_sizes)):
+        if end - start >= GATE_ROWS or t == len(batch_sizes) - 1:
+            chunks.append((start, end))
+            start = end
+    buffer = x.new_empty(D * max((b - a for a, b in chunks), default=0) * G)
+    next_chunk = iter(chunks)
+    outputs, done_h, done_c = [], [], []
+    offset = chunk_start = chunk_end = 0
+    for n in batch_sizes:
+        if offset == chunk_end:
+            chunk_start, chunk_end = next(next_chunk)
+            gates_x = buffer[: D * (chunk_end - chunk_start) * G].view(D, chunk_end - chunk_start, G)
+            torch.baddbmm(bias, x[:, chunk_start:chunk_end], w_input, out=gates_x)  # (D, rows, 4H)
+        if n < h.shape[1]:  # the shortest rows have ended: keep their final state
+            done_h.append(h[:, n:])
+            done_c.append(c[:, n:])
+            h, c = h[:, :n], c[:, :n]
+        gates = gates_x[:, offset - chunk_start : offset - chunk_start + n].baddbmm_(h, w_state)
+        i, j, f, o = gates.chunk(4, dim=-1)
+        c = torch.mul(f.sigmoid_(), c).addcmul_(i.sigmoid_(), j.tanh_())  # new tensors: the buffer is reused
+        if cell_clip is not None:
+            c = c.clamp_(-cell_clip, cell_clip)
+        h = torch.tanh(c).mul_(o.sigmoid_())
+        if w_proj is not None:
+            h = torch.bmm(h, w_proj)  # (D, n, P)
+            if proj_clip is not None:
+                h = h.clamp_(-proj_clip, proj_clip)
+        offset += n
+        outputs.append(h)
+    done_h.append(h)
+    done_c.append(c)
+    out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(D, 0, P)
+    return out, torch.cat(done_h[::-1], dim=1), torch.cat(done_c[::-1], dim=1)
+
+
+# --------------------------------------------------------------------------------------------
+# LSTM with projection, with autograd (training)
+
+
+def _step_forward(gates: torch.Tensor, c: torch.Tensor, cell_clip: float | None,
+                  m_out: torch.Tensor | None = None):
+    """One training step's elementwise part: gates (D, n, 4H), activated in place, and the
+    previous cell (D, n, H) -> i, j, f, o (views of `gates`), the new (clipped) cell, its tanh, the
+    output m = o * tanh(c) (written to `m_out` when given), and where the cell clip let the
+    gradient through (None without a clip)."""
+    i, j, f, o = gates.chunk(4, dim=-1)
+    i.sigmoid_(), j.tanh_(), f.sigmoid_(), o.sigmoid_()
+    c = torch.addcmul(f * c, i, j)
+    keep_c = None
+    if cell_clip is not None:
+        keep_c = (c >= -cell_clip) & (c <= cell_clip)
+        c = c.clamp_(-cell_clip, cell_clip)
+    tanh_c = torch.tanh(c)
+    m = torch.mul(o, tanh_c, out=m_out) if m_out is not None else o * tanh_c
+    return i, j, f, o, c, tanh_c, m, keep_c
+
+
+def _step_backward(dc: torch.Tensor, dm: torch.Tensor, i: torch.Tensor, j: torch.Tensor, f: torch.Tensor,
+                   o: torch.Tensor, c_prev: torch.Tensor, tanh_c: torch.Tensor,
+                   keep_c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same step backwards: the gradients of the cell (dc) and of m (dm) -> the gates'
+    gradient (D, n, 4H) and the previous cell's gradient."""
+    dc = dc + dm * o * (1 - tanh_c * tanh_c)
+    if keep_c is not None:
+        dc = dc * keep_c
+    grad_gates = torch.cat([dc * j * (i * (1 - i)), dc * i * (1 - j * j),
+                            dc * c_prev * (f * (1 - f)), dm * tanh_c * (o * (1 - o))], dim=-1)
+    return grad_gates, dc * f
+
+
+class Fused:
+    """`fn` compiled by torch.compile into one loop over its elements, or `fn` itself where that
+    fails (no C++ compiler, an unsupported device) or TORCH_ELMO_COMPILE=0 is set.
+
+    A training step's backward elementwise part is ~20 PyTorch ops, each reading and writing
+    (D, n, H) tensors; fused, it reads its inputs and writes its outputs once. (The forward's
+    8 ops ran slower compiled, bench/train.py, and stay eager.)
+    """
+
+    enabled = os.environ.get("TORCH_ELMO_COMPILE", "1") != "0"
+
+    def __init__(self, fn):
+        self.fn, self.compiled = fn, None
+
+    def __call__(self, *args):
+        if self.enabled and self.compiled is not False:
+            try:
+                if self.compiled is None:
+                    self.compiled = torch.compile(self.fn, dynamic=True)
+                return self.compiled(*args)
+            except Exception as error:  # compilation failed: the same ops, unfused
+                self.compiled = False
+                warnings.warn(f"torch.compile of the LSTM step failed, running it unfused (slower): {error}", stacklevel=2)
+        return self.fn(*args)
+
+
+step_backward = Fused(_step_backward)
+
+
+class LstmThroughTime(torch.autograd.Function):
+    """One LSTM-with-projection layer over a packed sequence (the "fast" implementation with
+    autograd), forward and backward through time written out, so that training pays for the
+    recurrence and nothing else.
+
+    Autograd would record ~15 small ops a step and accumulate each weight gradient step by step
+    (read and write the whole gradient every step). Here the forward computes the input's share
+    of the gates for every step in one product, into a (D, N, 4H) buffer that each step then
+    turns into its gate activations in place; the backward walks the steps in reverse, writing
+    each step's gate gradients over its activations once they are used, so that the same buffer
+    ends up holding every gate gradient, and the weight gradients are one large product each over
+    all steps. (Fresh (D, N, 4H) tensors, hundreds of MB a layer for the original model's batch,
+    would cost their page faults on every update.)
+
+    x (D, N, I) is the packed input, bias (D, 4H) the gates' bias (forget bias included); h0
+    (D, B, P) and c0 (D, B, H) the initial state of the B sorted rows. Returns the outputs (D, N, P)
+    and the final (h, c) of every row, as `LstmWithProjection.forward`; the plain implementation
+    there (autograd through `LstmWithProjection.step`) is what tests compare it with.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w_input, bias, h0, c0, w_state, w_proj, batch_sizes, cell_clip, proj_clip):
+        D, N, _ = x.shape
+        H = w_state.shape[2] // 4
+        gates = torch.baddbmm(bias.unsqueeze(1), x, w_input)  # (D, N, 4H): every step at once
+        m_all = x.new_empty(D, N, H) if w_proj is not None else None
+        h, c = h0, c0
+        steps = []  # per step: (i, j, f, o, c_prev, tanh(c), cell-clip mask, proj-clip mask)
+        outputs, done_h, done_c = [], [], []
+        offset = 0
+        for n in batch_sizes:
+            if n < h.shape[1]:
+                done_h.append(h[:, n:])
+                done_c.append(c[:, n:])
+                h, c = h[:, :n], c[:, :n]
+            step_gates = gates[:, offset : offset + n].baddbmm_(h, w_state)
+            m_out = m_all[:, offset : offset + n] if m_all is not None else None
+            offset += n
+            c_prev = c
+            i, j, f, o, c, tanh_c, m, keep_c = _step_forward(step_gates, c_prev, cell_clip, m_out)  # (D, n, H) each
+            keep_h = None
+            if w_proj is not None:
+                h = torch.bmm(m, w_proj)
+                if proj_clip is not None:
+                    keep_h = (h >= -proj_clip) & (h <= proj_clip)
+                    h = h.clamp_(-proj_clip, proj_clip)
+            else:
+                h = m
+            steps.append((i, j, f, o, c_prev, tanh_c, keep_c, keep_h))
+            outputs.append(h)
+        done_h.append(h)
+        done_c.append(c)
+        P = w_state.shape[1]
+        out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(D, 0, P)
+        ctx.steps, ctx.batch_sizes = steps, batch_sizes
+        ctx.save_for_backward(x, w_input, gates, m_all, out, h0, w_state, w_proj)
+        return out, torch.cat(done_h[::-1], dim=1), torch.cat(done_c[::-1], dim=1)
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_h_final, grad_c_final):
+        x, w_input, gates, m_all, out, h0, w_state, w_proj = ctx.saved_tensors
+        steps, batch_sizes = ctx.steps, ctx.batch_sizes
+        D, B, P = h0.shape
+        H = w_state.shape[2] // 4
+        grad_out = grad_out if grad_out is not None else out.new_zeros(out.shape)
+        grad_h_final = grad_h_final if grad_h_final is not None else h0.new_zeros(D, B, P)
+        grad_c_final = grad_c_final if grad_c_final is not None else h0.new_zeros(D, B, H)
+        offsets = [0]
+        for n in batch_sizes:
+            offsets.append(offsets[-1] + n)
+        grad_proj_in = out.new_empty(D, offsets[-1], P) if w_proj is not None else None
+        # Gradients flowing back into the state of the step being processed; rows that ended
+        # after it start from their final state's gradient.
+        n_last = batch_sizes[-1] if batch_sizes else 0
+        dh, dc = grad_h_final[:, :n_last], grad_c_final[:, :n_last]
+        for t in range(len(batch_sizes) - 1, -1, -1):
+            n, start = batch_sizes[t], offsets[t]
+            if dh.shape[1] < n:  # rows whose last step is this one join
+                dh = torch.cat([dh, grad_h_final[:, dh.shape[1] : n]], dim=1)
+                dc = torch.cat([dc, grad_c_final[:, dc.shape[1] : n]], dim=1)
+            i, j, f, o, c_prev, tanh_c, keep_c, keep_h = steps[t]
+            dh = dh + grad_out[:, start : start + n]
+            if w_proj is not None:
+                if keep_h is not None:
+                    dh = dh * keep_h
+                grad_proj_in[:, start : start + n] = dh
+                dm = torch.bmm(dh, w_proj.transpose(1, 2))  # (D, n, H)
+            else:
+                dm = dh
+            g, dc = step_backward(dc, dm, i, j, f, o, c_prev, tanh_c, keep_c)  # (D, n, 4H), (D, n, H)
+            gates[:, start : start + n] = g  # this step's activations are used: its gradient takes their place
+            dh = torch.bmm(g, w_state.transpose(1, 2))  # (D, n, P)
+        ctx.steps = None
+        grad_gates = gates  # (D, N, 4H)
+        n_first = batch_sizes[0] if batch_sizes else 0
+        grad_h0 = torch.cat([dh, grad_h_final[:, n_first:]], dim=1) if batch_sizes else grad_h_final
+        grad_c0 = torch.cat([dc, grad_c_final[:, n_first:]], dim=1) if batch_sizes else grad_c_final
+        # The inputs of every step's state product, packed like the outputs: h0, then h_{t-1}.
+        h_prev = [h0[:, : batch_sizes[0]]] if batch_sizes else []
+        h_prev += [out[:, offsets[t - 1] : offsets[t - 1] + batch_sizes[t]] for t in range(1, len(batch_sizes))]
+        grad_w_state = torch.bmm(torch.cat(h_prev, dim=1).transpose(1, 2), grad_gates) if h_prev else torch.zeros_like(w_state)
+        grad_w_proj = torch.bmm(m_all.transpose(1, 2), grad_proj_in) if w_proj is not None else None
+        grad_x = torch.bmm(grad_gates, w_input.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_w_input = torch.bmm(x.transpose(1, 2), grad_gates)
+        return (grad_x, grad_w_input, grad_gates.sum(dim=1), grad_h0, grad_c0, grad_w_state, grad_w_proj,
+                None, None, None)
+
+
