@@ -1,0 +1,122 @@
+"""The `elmo` command: embed files, train, evaluate and export biLMs, inspect model files.
+
+Each subcommand is a typed function (embed.py, inspection.py, training.py), callable from Python
+as well; its docstring is its `--help`: the text before `Arguments:` describes the command, and
+each `name: text` entry under `Arguments:` documents that parameter, its default included. This
+module turns the signatures into an argparse parser (`_add_command`): a parameter before `*` is a
+positional argument, one after it an option `--name-with-dashes`; `bool` is a flag,
+`Literal[...]` a choice, `list[str]` repeats.
+
+Every user error (an `ElmoError`: a missing or malformed file, bad data, an impossible setting)
+is one line on stderr naming the file and the fix, with exit status 2; only bugs print a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import sys
+import typing
+from collections.abc import Callable
+from typing import Literal
+
+from .. import __version__
+from ..errors import ElmoError
+from .common import INTERRUPTED, USER_ERROR
+from .embed import embed
+from .inspection import dump_token_embeddings, info
+from .training import evaluate, export, plot, resume, train, vocab
+
+COMMANDS: list[Callable[..., int]] = [embed, vocab, train, resume, evaluate, export, plot,
+                                      dump_token_embeddings, info]
+
+
+def parse_docstring(fn: Callable) -> tuple[str, dict[str, str]]:
+    """(description, {parameter: help}) from a docstring with an `Arguments:` section."""
+    doc = inspect.getdoc(fn) or ""
+    description, _, arguments = doc.partition("\nArguments:\n")
+    helps: dict[str, str] = {}
+    name = None
+    for line in arguments.splitlines():
+        stripped = line.strip()
+        if line.startswith("    ") and not line.startswith("     ") and ":" in stripped:
+            name, _, text = stripped.partition(":")
+            helps[name] = text.strip()
+        elif name is not None and stripped:
+            helps[name] += " " + stripped
+    return description.strip(), helps
+
+
+def _add_command(subparsers, fn: Callable) -> None:
+    description, helps = parse_docstring(fn)
+    hints = typing.get_type_hints(fn)
+    parser = subparsers.add_parser(fn.__name__.replace("_", "-"), help=description.splitlines()[0],
+                                   description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(_command=fn)
+    for name, param in inspect.signature(fn).parameters.items():
+        kind = hints[name]
+        args = typing.get_args(kind)
+        if type(None) in args:  # X | None
+            kind = next(a for a in args if a is not type(None))
+        spec: dict = {"help": helps[name]}
+        if typing.get_origin(kind) is Literal:
+            spec["choices"] = typing.get_args(kind)
+        elif typing.get_origin(kind) is list:
+            spec["type"] = typing.get_args(kind)[0]
+        elif kind is not bool:
+            spec["type"] = kind
+        if param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+            if typing.get_origin(kind) is list:
+                spec["nargs"] = "+"
+            elif param.default is not inspect.Parameter.empty:
+                spec.update(nargs="?", default=param.default)
+            parser.add_argument(name, metavar=name.upper(), **spec)
+            continue
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            spec["action"] = "store_true"
+        elif typing.get_origin(kind) is list:
+            spec.update(action="append", metavar=name.upper().replace("SET", "KEY=VALUE"))
+        if param.default is inspect.Parameter.empty:
+            spec["required"] = True
+        else:
+            spec["default"] = list(param.default) if typing.get_origin(kind) is list else param.default
+        parser.add_argument(flag, dest=name, **spec)
+
+
+def build_parser(prog: str = "elmo") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="ELMo from the shell: embed text files into HDF5, train and export "
+                               "biLMs, inspect model files. `elmo COMMAND --help` explains each command.")
+    parser.add_argument("--version", action="version", version=f"torch-elmo {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for fn in COMMANDS:
+        _add_command(subparsers, fn)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "elmo") -> int:
+    """The `elmo` console script. Returns the exit status."""
+    args = vars(build_parser(prog).parse_args(argv))
+    command = args.pop("command")
+    fn = args.pop("_command")
+    try:
+        return fn(**args)
+    except ElmoError as e:
+        return _user_error(prog, command, str(e))
+    except OSError as e:
+        if isinstance(e, BrokenPipeError):  # `elmo info | head`: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        message = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+        return _user_error(prog, command, message)
+    except KeyboardInterrupt:
+        print(f"{prog} {command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+
+
+def _user_error(prog: str, command: str, message: str) -> int:
+    print(f"{prog} {command}: error: {' '.join(message.split())}", file=sys.stderr)
+    return USER_ERROR
