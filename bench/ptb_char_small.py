@@ -40,7 +40,7 @@ forget bias +1) learned more slowly here: validation perplexity 244.7 after the 
 against 230.5 with theirs (two runs side by side, 1 thread each).
 
 The test set is read as theirs, as one row with the state carried throughout (and, printed beside
-it, as validation is: 20 contiguous rows). bench/ptb_kim_reference.py runs their recipe written
+it, as validation is: 20 contiguous rows). reference/kim2016.py runs their recipe written
 plainly with PyTorch's own modules, to compare epoch by epoch. Given the same weights and the same
 batch, our LM's loss and every gradient equal that reference's to float64 rounding (1e-19). What
 differed, and is now as theirs: the input side, `<unk>` spelled `|` (their loader's single
@@ -69,7 +69,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from torch_elmo.train import CHECKPOINT, TrainConfig, Trainer, evaluate  # noqa: E402
+from torch_elmo.config import TrainConfig  # noqa: E402
+from torch_elmo.trainer import CHECKPOINT, Trainer, evaluate  # noqa: E402
 
 KIM_SMALL_TEST_PPL = 92.3
 KIM_LR, KIM_CLIP, UNROLL = 1.0, 5.0, 35
@@ -149,11 +150,12 @@ def main() -> None:
     n_inputs = sum(len(line.split()) + 1 for line in files["train"].read_text().splitlines())
     per_epoch = n_inputs // (20 * 35)
     config = TrainConfig(
-        train=str(files["train"]), heldout=str(files["valid"]), run_dir=str(run_dir), bilm=MODEL,
+        train_files=str(files["train"]), heldout_files=str(files["valid"]), run_dir=str(run_dir), bilm=MODEL,
         n_directions=args.directions, batch_size=20, unroll_steps=UNROLL, n_epochs=args.epochs,
         max_updates=args.max_updates, n_negative_samples=0, optimizer="sgd",
         lr=KIM_LR * UNROLL, clip_norm=KIM_CLIP / UNROLL,  # Kim's loss sums over time: see the module docstring
-        dropout=0.5, token_dropout=0.0, lr_decay=0.5, lr_decay_threshold=1.0, eval_every=per_epoch, checkpoint_every=per_epoch // 4,
+        dropout=0.5, token_dropout=0.0, lr_decay=0.5, lr_decay_threshold=1.0, eval_every=per_epoch,
+        checkpoint_every=per_epoch // 4,
         eval_batch_size=20, log_every=50, bf16=args.bf16, contiguous_rows=True, init=args.init,
         zero_padding_char=True,
     )
@@ -166,7 +168,7 @@ def main() -> None:
     n_params = sum(p.numel() for p in trainer.model.parameters())
     print(f"{n_params / 1e6:.2f}M parameters, {trainer.n_updates} updates ({per_epoch} an epoch), "
           f"from update {trainer.step}", flush=True)
-    trainer.train()
+    trainer.run()
     if trainer.step < trainer.n_updates:  # stopped by Ctrl-C / SIGTERM: checkpointed, run again to go on
         print(f"stopped at update {trainer.step}; run the same command again to continue", flush=True)
         return

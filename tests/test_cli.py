@@ -99,11 +99,10 @@ def test_info_architecture_parameters_check_and_card(tmp_path, capsys):
 
 
 def test_info_without_a_model_describes_the_default_one(tmp_path, capsys, monkeypatch):
-    import torch_elmo
+    import torch_elmo.default
 
     d = model_dir(tmp_path, card="# Default\n")
-    monkeypatch.setattr(torch_elmo, "default_model_files", lambda: (d / "options.json", d / "lm_weights.hdf5"),
-                        raising=False)
+    monkeypatch.setattr(torch_elmo.default, "default_model_files", lambda: (d / "options.json", d / "lm_weights.hdf5"))
     code, out, _ = elmo(capsys, "info")
     assert code == 0 and "check:     ok" in out and "# Default" in out
 
@@ -124,13 +123,14 @@ def test_info_reports_a_mismatched_weight_file(tmp_path, capsys):
 
 def test_evaluate_reads_the_held_out_text_as_the_run_was_trained(tmp_path, capsys):
     """A run trained on contiguous rows (the PTB protocol) is evaluated on contiguous rows."""
-    from torch_elmo.train import TrainConfig, Trainer, evaluate
+    from torch_elmo.config import TrainConfig
+    from torch_elmo.trainer import Trainer, evaluate
 
     tiny = {"filters": [[1, 8], [2, 8]], "char_embed_dim": 4, "n_highway": 1, "lstm_dim": 16, "projection_dim": 8}
-    trainer = Trainer(TrainConfig(train=str(TRAIN / "data.txt"), vocab=str(TRAIN / "vocab.txt"), bilm=tiny,
+    trainer = Trainer(TrainConfig(train_files=str(TRAIN / "data.txt"), vocab=str(TRAIN / "vocab.txt"), bilm=tiny,
                                   run_dir=str(tmp_path / "run"), batch_size=2, unroll_steps=5, max_updates=20,
                                   n_negative_samples=0, contiguous_rows=True, progress=False))
-    trainer.train()
+    trainer.run()
     code, out, err = elmo(capsys, "evaluate", tmp_path / "run", TRAIN / "data.txt", "--batch-size", 3)
     assert code == 0, err
     files = [str(TRAIN / "data.txt")]
@@ -179,10 +179,15 @@ def test_training_errors_are_one_line(tmp_path, capsys):
     assert "no metrics log" in user_error(capsys, "plot", tmp_path)
     train = ["train", "--set", f"train={TRAIN / 'data.txt'}", "--set", f"run_dir={tmp_path / 'run'}"]
     assert "batch_size is 'abc', expected an integer" in user_error(capsys, *train, "--set", "batch_size=abc")
-    assert "heldout is 5, expected" in user_error(capsys, *train, "--set", "heldout=5")
+    assert "heldout_files is 5, expected" in user_error(capsys, *train, "--set", "heldout=5")  # old name read
     assert "bilm.lstm_dim is -3, expected a positive integer" in user_error(capsys, *train, "--set", "bilm.lstm_dim=-3")
     assert "bilm.filters is 3, expected a list" in user_error(capsys, *train, "--set", "bilm.filters=3")
-    assert "bilm: activation is 1, expected a string" in user_error(capsys, *train, "--set", "bilm.activation=1")
+    assert 'bilm.activation is 1, expected "relu" or "tanh"' in user_error(capsys, *train, "--set", "bilm.activation=1")
+    every = user_error(capsys, *train, "--set", "batch_size=0", "--set", "dropout=1.5", "--set", "optimizer=adam",
+                       "--set", "unroll_steps=0", "--set", "lr=-1")
+    for named in ("batch_size is 0, expected a positive integer", "dropout is 1.5, expected a probability in [0, 1)",
+                  'optimizer is \'adam\', expected "adagrad" or "sgd"', "unroll_steps is 0", "lr is -1"):
+        assert named in every  # every bad setting in one message, with its range
 
 
 def test_a_forward_only_run_is_not_exported_and_says_why(tmp_path, capsys):

@@ -9,9 +9,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from torch_elmo.config import TrainConfig
 from torch_elmo.data import LMBatch, Vocabulary
 from torch_elmo.lm import LanguageModel
-from torch_elmo.train import TrainConfig, Trainer
+from torch_elmo.trainer import Trainer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "bilm-tf"
 TRAIN = SHARED / "train"
@@ -25,7 +26,7 @@ def _join(rank: int, world: int, rendezvous: str) -> None:
 
 
 def _config(tmp: str, **kw) -> TrainConfig:
-    values = dict(train=str(TRAIN / "data.txt"), heldout=str(TRAIN / "data.txt"), vocab=str(TRAIN / "vocab.txt"),
+    values = dict(train_files=str(TRAIN / "data.txt"), heldout_files=str(TRAIN / "data.txt"), vocab=str(TRAIN / "vocab.txt"),
                   run_dir=f"{tmp}/run", bilm=dict(TINY), unroll_steps=10, n_epochs=50, n_negative_samples=6,
                   checkpoint_every=0, progress=False, eval_batch_size=2)
     return TrainConfig(**{**values, **kw})
@@ -63,10 +64,10 @@ def test_averaged_gradient_equals_one_process_on_both_batches(tmp_path):
 def _train_worker(rank: int, world: int, tmp: str) -> None:
     _join(rank, world, f"{tmp}/rendezvous_train")
     trainer = Trainer(_config(tmp, batch_size=1))
-    trainer.train(max_steps=100)  # stop, checkpoint (rank 0 writes every rank's position) ...
+    trainer.run(max_steps=100)  # stop, checkpoint (rank 0 writes every rank's position) ...
     dist.barrier()
     trainer = Trainer.resume(f"{tmp}/run")  # ... and resume with the same world size
-    result = trainer.train()  # ends with a held-out evaluation, each rank scoring its share
+    result = trainer.run()  # ends with a held-out evaluation, each rank scoring its share
     Path(f"{tmp}/result{rank}.json").write_text(json.dumps({**result, "step": trainer.step}))
     dist.destroy_process_group()
 

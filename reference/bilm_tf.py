@@ -28,7 +28,7 @@ class ReferenceBiLM:
         cnn = self.options["char_cnn"]
         x = self.char_embed[np.array(token_to_char_ids(tok))]  # (50, E)
         pooled = []
-        for i, (width, n) in enumerate(cnn["filters"]):
+        for i, (width, _) in enumerate(cnn["filters"]):
             W, b = self.w[f"CNN/W_cnn_{i}"][0], self.w[f"CNN/b_cnn_{i}"]  # (width, E, n)
             windows = np.lib.stride_tricks.sliding_window_view(x, width, axis=0)  # (50-w+1, E, w)
             conv = np.einsum("pew,wen->pn", windows, W) + b

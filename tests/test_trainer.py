@@ -1,4 +1,4 @@
-"""Training, resume, evaluation, export (torch_elmo.train, torch_elmo.lm)."""
+"""Training, resume, evaluation, export (torch_elmo.trainer, torch_elmo.config, torch_elmo.lm)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,12 @@ import pytest
 import torch
 
 from torch_elmo.chars import batch_to_ids
+from torch_elmo.cli import main
+from torch_elmo.config import TrainConfig
 from torch_elmo.data import DataError
+from torch_elmo.errors import TrainError
 from torch_elmo.formats import load_bilm
-from torch_elmo.train import TrainConfig, Trainer, TrainError, evaluate, main
+from torch_elmo.trainer import Trainer, evaluate
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "bilm-tf"
 TRAIN = SHARED / "train"
@@ -26,7 +29,7 @@ TINY = {"filters": [[1, 8], [2, 8], [3, 16], [4, 32], [5, 64]], "char_embed_dim"
 
 def tiny_config(tmp_path, **kw) -> TrainConfig:
     """bilm-tf's test_training setup: batch 2, unroll 10, LSTM 16, projection 8."""
-    values = dict(train=str(TRAIN / "data.txt"), heldout=str(TRAIN / "data.txt"), vocab=str(TRAIN / "vocab.txt"),
+    values = dict(train_files=str(TRAIN / "data.txt"), heldout_files=str(TRAIN / "data.txt"), vocab=str(TRAIN / "vocab.txt"),
                   run_dir=str(tmp_path / "run"), bilm=dict(TINY), batch_size=2, unroll_steps=10, n_epochs=50,
                   n_negative_samples=6, checkpoint_every=0, progress=False, eval_batch_size=2)
     values.update(kw)
@@ -55,7 +58,7 @@ def test_tiny_char_bilm_learns_the_fixture(tmp_path, restart_prob, contiguous_ro
     """The original's test: 50 epochs on train/data.txt, held-out perplexity below 20."""
     trainer = Trainer(tiny_config(tmp_path, restart_prob=restart_prob, contiguous_rows=contiguous_rows))
     assert trainer.n_updates == 50 * 139 // 20  # from the data: 134 words + 5 sentences
-    result = trainer.train()
+    result = trainer.run()
     assert result["event"] == "eval" and result["tokens"] == 139
     assert result["ppl"] < 20 and result["forward_ppl"] < 20 and result["backward_ppl"] < 20
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -65,16 +68,16 @@ def test_tiny_char_bilm_learns_the_fixture(tmp_path, restart_prob, contiguous_ro
 def test_resume_continues_exactly(tmp_path):
     """N updates in one go == k updates, checkpoint, a new process state, N - k more."""
     files = corpus(tmp_path)
-    config = tiny_config(tmp_path, train=files, vocab=None, max_updates=12, heldout=None)
+    config = tiny_config(tmp_path, train_files=files, vocab=None, max_updates=12, heldout_files=None)
     straight = Trainer(replace(config, run_dir=str(tmp_path / "a")))
-    straight.train()
+    straight.run()
 
     first = Trainer(replace(config, run_dir=str(tmp_path / "b")))
-    first.train(max_steps=5)
+    first.run(max_steps=5)
     torch.manual_seed(1234)  # the resumed run must not depend on the process's RNG
     resumed = Trainer.resume(tmp_path / "b")
     assert resumed.step == 5
-    resumed.train()
+    resumed.run()
     assert resumed.step == straight.step == 12
     a, b = params(straight), params(resumed)
     assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
@@ -82,27 +85,41 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.allclose(ha, hb, atol=1e-6) and torch.allclose(ca, cb, atol=1e-6)
 
 
-def test_checkpoints_from_before_newer_settings_resume(tmp_path):
-    """A checkpoint written before restart_prob / contiguous_rows existed resumes with their
-    defaults (and its data position, whose `done` was then one bool)."""
-    trainer = Trainer(tiny_config(tmp_path, max_updates=4, heldout=None))
-    trainer.train(max_steps=2)
+def test_checkpoints_of_format_1_resume(tmp_path):
+    """A format-1 checkpoint, as its earliest version wrote it (before restart_prob,
+    contiguous_rows, token_projection and the train_files / heldout_files names; `best_heldout`;
+    one `done` flag a batcher), resumes through `upgrade_checkpoint` with the new settings'
+    defaults and continues as the run it was."""
+    trainer = Trainer(tiny_config(tmp_path, max_updates=4, heldout_files=None))
+    trainer.run(max_steps=2)
     path = tmp_path / "run" / "checkpoint.pt"
     checkpoint = torch.load(path, weights_only=False)
+    assert checkpoint["format"] == 2
+    checkpoint["format"] = 1
+    config = checkpoint["config"]
+    config["train"], config["heldout"] = config.pop("train_files"), config.pop("heldout_files")
     for key in ("restart_prob", "contiguous_rows"):
-        del checkpoint["config"][key]
+        del config[key]
+    del checkpoint["architecture"]["token_projection"]
+    checkpoint["best_heldout"] = checkpoint.pop("last_heldout")
     for batcher in checkpoint["ranks"][0]["data"]["batchers"]:
         batcher["done"] = False
         del batcher["rng"]
     torch.save(checkpoint, path)
     resumed = Trainer.resume(tmp_path / "run")
     assert (resumed.step, resumed.config.restart_prob, resumed.config.contiguous_rows) == (2, 0.0, False)
-    resumed.train()
+    assert resumed.config.train_files == str(TRAIN / "data.txt") and resumed.last_heldout == float("inf")
+    resumed.run()
     assert resumed.step == 4
+    assert torch.load(path, weights_only=False)["format"] == 2  # rewritten in the current format
+    checkpoint["format"] = 3
+    torch.save(checkpoint, path)
+    with pytest.raises(TrainError, match="checkpoint format 3 is newer than this torch-elmo reads"):
+        Trainer.resume(tmp_path / "run")
 
 
 def test_signal_checkpoints_and_stops(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path, max_updates=50, heldout=None))
+    trainer = Trainer(tiny_config(tmp_path, max_updates=50, heldout_files=None))
     step = trainer.train_step
 
     def step_then_signal():
@@ -112,15 +129,15 @@ def test_signal_checkpoints_and_stops(tmp_path):
         return loss
 
     trainer.train_step = step_then_signal
-    trainer.train()
+    trainer.run()
     assert trainer.step == 3
     assert Trainer.resume(tmp_path / "run").step == 3
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
-    trainer = Trainer(tiny_config(tmp_path, max_updates=4, heldout=None))
-    trainer.train(max_steps=2)
+    trainer = Trainer(tiny_config(tmp_path, max_updates=4, heldout_files=None))
+    trainer.run(max_steps=2)
     trainer.save_checkpoint()
     path = tmp_path / "run" / "checkpoint.pt"
     before = path.read_bytes()
@@ -138,8 +155,8 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
 
 
 def test_export_round_trip_and_continue_from_published(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path, max_updates=5, heldout=None))
-    trainer.train()
+    trainer = Trainer(tiny_config(tmp_path, max_updates=5, heldout_files=None))
+    trainer.run()
     out = tmp_path / "export"
     trainer.export(out, keep_softmax=True)
     options = json.loads((out / "options.json").read_text())
@@ -154,17 +171,17 @@ def test_export_round_trip_and_continue_from_published(tmp_path):
 
     # continue training from the export: the softmax is restored when kept, fresh otherwise
     cont = Trainer(tiny_config(tmp_path, run_dir=str(tmp_path / "cont"), options=str(out / "options.json"),
-                               init_weights=str(out / "weights.hdf5"), max_updates=1, heldout=None))
+                               init_weights=str(out / "weights.hdf5"), max_updates=1, heldout_files=None))
     assert torch.equal(cont.model.head.weight, trainer.model.head.weight)
     published = SHARED / "model"
     vocab = tmp_path / "v.txt"
     vocab.write_text("<S>\n</S>\n<UNK>\n" + "".join(f"{w}\n" for w in ["the", "of"]))
     fresh = Trainer(tiny_config(tmp_path, run_dir=str(tmp_path / "pub"), options=str(published / "options.json"),
                                 init_weights=str(published / "lm_weights.hdf5"), vocab=str(vocab),
-                                max_updates=2, heldout=None))
+                                max_updates=2, heldout_files=None))
     before = fresh.model.to_bilm()(ids).layers[-1]
     assert torch.allclose(before, load_bilm(published / "options.json", published / "lm_weights.hdf5")(ids).layers[-1])
-    fresh.train()
+    fresh.run()
     assert fresh.step == 2
 
 
@@ -173,7 +190,7 @@ def test_options_that_disagree_with_the_checkpoint_are_refused(tmp_path):
     src = json.loads((SHARED / "model" / "options.json").read_text())
     src["char_cnn"]["n_characters"] = 262
     options.write_text(json.dumps(src))
-    Trainer(tiny_config(tmp_path, options=str(options), max_updates=1, heldout=None)).train()
+    Trainer(tiny_config(tmp_path, options=str(options), max_updates=1, heldout_files=None)).run()
     src["lstm"]["dim"] = 32
     options.write_text(json.dumps(src))
     with pytest.raises(TrainError, match="disagree with the checkpoint.*lstm_dim"):
@@ -186,7 +203,7 @@ def test_config_file_overrides_and_bad_settings(tmp_path):
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps({"batch_size": 3, "bilm": {"lstm_dim": 16}}))
     config = TrainConfig.from_json(path).with_overrides(["lr=0.5", "bilm.projection_dim=8", "train=x.txt"])
-    assert (config.batch_size, config.lr, config.train) == (3, 0.5, "x.txt")
+    assert (config.batch_size, config.lr, config.train_files) == (3, 0.5, "x.txt")  # the old name is read
     assert config.bilm_config().lstm_dim == 16 and config.bilm_config().projection_dim == 8
     assert config.bilm_config().dropout == 0.1  # the recipe's default
     defaults = TrainConfig()
@@ -202,7 +219,7 @@ def test_config_file_overrides_and_bad_settings(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     with pytest.raises(DataError, match="no sentences"):
-        Trainer(tiny_config(tmp_path, train=str(empty), vocab=None))
+        Trainer(tiny_config(tmp_path, train_files=str(empty), vocab=None))
 
 
 def test_kim_initialisation_starts_every_gate_as_theirs(tmp_path):
@@ -226,7 +243,7 @@ def test_kim_initialisation_starts_every_gate_as_theirs(tmp_path):
         assert all(float(w.detach().abs().max()) <= 0.05 for w in (layer.w_input, layer.w_state))
     assert float(model.head.weight.detach().abs().max()) <= 0.05
     start = evaluate(model, [str(TRAIN / "data.txt")], trainer.vocab, 2, 10)["ppl"]
-    assert trainer.train()["ppl"] < min(20, start / 1.5)  # the fixture test's bar
+    assert trainer.run()["ppl"] < min(20, start / 1.5)  # the fixture test's bar
 
 
 def test_kim_layout_without_token_projection_trains_but_is_not_exported(tmp_path):
@@ -239,7 +256,7 @@ def test_kim_layout_without_token_projection_trains_but_is_not_exported(tmp_path
     assert trainer.model.lstm.layers[0].w_input.shape[1] == n_filters  # (D, 128, 4H), not (D, 8, 4H)
     assert trainer.model.lstm.layers[1].w_input.shape[1] == TINY["projection_dim"]
     start = evaluate(trainer.model, [str(TRAIN / "data.txt")], trainer.vocab, 2, 10)["ppl"]
-    result = trainer.train()
+    result = trainer.run()
     assert result["ppl"] < start
     with pytest.raises(ValueError, match="only biLMs with token_projection can be exported"):
         trainer.export(tmp_path / "export")
@@ -269,12 +286,12 @@ def test_restarting_rows_start_from_a_zero_state(tmp_path):
 
 
 def test_word_input_and_forward_only_models_train(tmp_path):
-    word = Trainer(tiny_config(tmp_path, word_input=True, max_updates=30, heldout=None, n_negative_samples=0))
+    word = Trainer(tiny_config(tmp_path, word_input=True, max_updates=30, heldout_files=None, n_negative_samples=0))
     start = evaluate(word.model, [str(TRAIN / "data.txt")], word.vocab, 2, 10)["ppl"]
-    word.train()
+    word.run()
     assert evaluate(word.model, [str(TRAIN / "data.txt")], word.vocab, 2, 10)["ppl"] < start
     fwd = Trainer(tiny_config(tmp_path, run_dir=str(tmp_path / "fwd"), n_directions=1, max_updates=3))
-    result = fwd.train()
+    result = fwd.run()
     assert "backward_ppl" not in result and result["ppl"] == result["forward_ppl"]
     # neither fits the published layout: a clear refusal, and no half-usable files left behind
     for trainer, reason in ((word, "character-input"), (fwd, "bidirectional")):
@@ -306,7 +323,7 @@ def test_lr_decay_on_plateau_and_curves(tmp_path):
     """Kim et al.'s recipe: SGD, lr halved when held-out perplexity does not improve enough."""
     trainer = Trainer(tiny_config(tmp_path, optimizer="sgd", lr=1.0, lr_decay=0.5, lr_decay_threshold=1e9,
                                   eval_every=2, max_updates=6, n_negative_samples=0))
-    trainer.train()
+    trainer.run()
     # three evaluations: the first sets the reference, the next two are not 1e9 better
     assert trainer.optimizer.param_groups[0]["lr"] == 0.25
     resumed = Trainer.resume(tmp_path / "run")
@@ -331,7 +348,7 @@ def test_lr_decay_compares_with_the_previous_evaluation(tmp_path, monkeypatch):
 def test_fused_cpu_update_equals_the_plain_one(tmp_path, optimizer):
     """On CPU the optimizer runs its fused update: the same parameters after a few updates as
     PyTorch's per-op update from the same gradients."""
-    trainer = Trainer(tiny_config(tmp_path, optimizer=optimizer, max_updates=3, heldout=None))
+    trainer = Trainer(tiny_config(tmp_path, optimizer=optimizer, max_updates=3, heldout_files=None))
     assert trainer.optimizer.defaults["fused"] is True
     cls = type(trainer.optimizer)
     plain_params = [torch.nn.Parameter(p.detach().clone()) for p in trainer.model.parameters()]
@@ -353,11 +370,11 @@ def test_zero_padding_char_stays_zero(tmp_path, optimizer):
 
     rows = {}
     for zero in (True, False):
-        trainer = Trainer(tiny_config(tmp_path / str(zero), optimizer=optimizer, lr=0.5, max_updates=4, heldout=None,
+        trainer = Trainer(tiny_config(tmp_path / str(zero), optimizer=optimizer, lr=0.5, max_updates=4, heldout_files=None,
                                       init="kim", zero_padding_char=zero))
         weight = trainer.model.token_encoder.char_embedding.weight
         before = weight.detach().clone()
-        trainer.train()
+        trainer.run()
         rows[zero] = (weight.detach()[PAD_CHAR + 1], before[PAD_CHAR + 1])
         assert not torch.equal(weight.detach()[ord("a") + 1], before[ord("a") + 1])
     assert (rows[True][0] == 0).all() and (rows[True][1] == 0).all()
@@ -365,5 +382,5 @@ def test_zero_padding_char_stays_zero(tmp_path, optimizer):
 
 
 def test_zero_padding_char_with_word_input_is_refused(tmp_path):
-    with pytest.raises(TrainError, match="zero_padding_char is for character-input LMs"):
+    with pytest.raises(TrainError, match="zero_padding_char is True, expected false with word_input"):
         Trainer(tiny_config(tmp_path, word_input=True, zero_padding_char=True))

@@ -5,10 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from torch_elmo import BiLM, BiLMConfig, batch_to_ids, load_bilm
-from torch_elmo.model import LstmWithProjection, _Fused, _step_backward, _step_forward, step_backward
-
-from .reference import ReferenceBiLM
+from reference.bilm_tf import ReferenceBiLM
+from torch_elmo import BiLM, BiLMConfig, batch_to_ids, kernels, load_bilm
 
 SENTENCES = [
     "the bank of the river was muddy .".split(),
@@ -29,12 +27,15 @@ def bilm64(options_file, weight_file):
     return load_bilm(options_file, weight_file, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("gate_rows", [1, 5, 1024])
-def test_stateless_matches_reference(bilm64, options_file, weight_file, gate_rows, monkeypatch):
-    """Whatever the number of steps whose input-to-gates product is computed at once."""
-    monkeypatch.setattr(LstmWithProjection, "GATE_ROWS", gate_rows)
+@pytest.mark.parametrize("implementation, gate_rows", [("fast", 1), ("fast", 5), ("fast", 1024), ("plain", None)])
+def test_stateless_matches_reference(options_file, weight_file, implementation, gate_rows, monkeypatch):
+    """Either implementation; the fast one whatever the number of steps whose input-to-gates
+    product it computes at once."""
+    if gate_rows is not None:
+        monkeypatch.setattr(kernels, "GATE_ROWS", gate_rows)
     reference = ReferenceBiLM(options_file, weight_file)
-    layers, mask = run(bilm64, SENTENCES)
+    bilm = load_bilm(options_file, weight_file, dtype=torch.float64, implementation=implementation)
+    layers, mask = run(bilm, SENTENCES)
     for i, sentence in enumerate(SENTENCES):
         n = len(sentence) + 2
         assert mask[i].sum() == n and mask[i, :n].all()
@@ -140,71 +141,6 @@ def test_cuda_matches_cpu(options_file, weight_file):
         a = cpu(batch_to_ids(SENTENCES)).layers[-1]
         b = gpu(batch_to_ids(SENTENCES).cuda()).layers[-1].cpu()
     torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
-
-
-@pytest.mark.parametrize("fused", [True, False])
-@pytest.mark.parametrize("proj_dim, clip", [(3, 0.5), (5, None)])
-def test_hand_written_backward_through_time_equals_autograd(proj_dim, clip, fused, monkeypatch):
-    """LstmThroughTime (training's path, its elementwise steps compiled or not) against autograd
-    over the plain step (`_cell`), on a packed batch with rows ending at different steps,
-    clipping active, and initial states."""
-    monkeypatch.setattr(_Fused, "enabled", fused)
-    torch.manual_seed(0)
-    layer = LstmWithProjection(4, 5, proj_dim, clip, clip, n_directions=2).double()
-    with torch.no_grad():
-        layer.bias.normal_()
-        layer.w_state.mul_(3)
-        layer.w_input.mul_(3)
-    batch_sizes = [4, 4, 3, 1, 1]  # 5 rows: one never runs, one stops after 3 steps, ...
-    x = torch.randn(2, sum(batch_sizes), 4, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(2, 5, proj_dim, dtype=torch.float64, requires_grad=True)
-    c0 = torch.randn(2, 5, 5, dtype=torch.float64, requires_grad=True)
-
-    def by_autograd():
-        gates_x = torch.baddbmm((layer.bias + layer.forget_bias).unsqueeze(1), x, layer.w_input)
-        h, c = h0[:, :4], c0[:, :4]
-        outs, done_h, done_c, offset = [], [h0[:, 4:]], [c0[:, 4:]], 0
-        for n in batch_sizes:
-            if n < h.shape[1]:
-                done_h.append(h[:, n:])
-                done_c.append(c[:, n:])
-                h, c = h[:, :n], c[:, :n]
-            h, c = layer._cell(gates_x[:, offset : offset + n], h, c)
-            offset += n
-            outs.append(h)
-        done_h.append(h)
-        done_c.append(c)
-        return torch.cat(outs, 1), torch.cat(done_h[::-1], 1), torch.cat(done_c[::-1], 1)
-
-    out, (h, c) = layer(x, batch_sizes, (h0, c0))
-    ours, expected = (out, h, c), by_autograd()
-    if clip is not None:
-        assert (expected[2].abs() == clip).any()  # the cell clip is active
-    weights = [torch.randn_like(t) for t in ours]
-    inputs = [x, h0, c0, *layer.parameters()]
-    grads = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, ours)), inputs)
-    expected_grads = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, expected)), inputs)
-    for a, b in zip(ours, expected):
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
-    for a, b in zip(grads, expected_grads):
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
-    if fused:  # torch.compile works on this machine: the fused path is the one tested
-        assert step_backward.compiled not in (None, False)
-
-
-def test_a_step_that_cannot_compile_runs_unfused_with_a_warning(monkeypatch):
-    def no_compiler(fn, **kwargs):
-        raise RuntimeError("no C++ compiler")
-
-    monkeypatch.setattr(torch, "compile", no_compiler)
-    fused = _Fused(_step_backward)
-    i, j, f, o, c, tanh_c, m, keep_c = _step_forward(torch.randn(2, 3, 8), torch.randn(2, 3, 2), 0.5)
-    args = (torch.randn(2, 3, 2), torch.randn(2, 3, 2), i, j, f, o, c, tanh_c, keep_c)
-    with pytest.warns(UserWarning, match="running it unfused"):
-        out = fused(*args)
-    for a, b in zip(out, _step_backward(*args)):
-        torch.testing.assert_close(a, b, atol=0, rtol=0)
-    assert fused.compiled is False and fused(*args)[0].shape == (2, 3, 8)  # no second try
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])

@@ -43,7 +43,8 @@ def test_missing_dataset_names_file_and_dataset(model_copy):
 def test_wrong_shape_names_the_expected_shape(model_copy):
     options, weights = model_copy
     edit_options(options, lambda o: o["lstm"].update(dim=32))
-    with pytest.raises(ElmoFormatError, match=r"'RNN_0/RNN/MultiRNNCell/Cell0/LSTMCell/W_0' has shape \(32, 256\).*asks for \(32, 128\)"):
+    shape_error = r"'RNN_0/RNN/MultiRNNCell/Cell0/LSTMCell/W_0' has shape \(32, 256\).*asks for \(32, 128\)"
+    with pytest.raises(ElmoFormatError, match=shape_error):
         load_bilm(options, weights)
 
 

@@ -1,4 +1,4 @@
-"""Our language model against Kim et al.'s recipe written plainly (bench/ptb_kim_reference.py, PyTorch's
+"""Our language model against Kim et al.'s recipe written plainly (reference/kim2016.py, PyTorch's
 own nn.LSTM / Conv1d / Linear): the same weights and the same batch give the same loss and gradients."""
 
 import sys
@@ -7,14 +7,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from reference.kim2016 import CharSmall
 from torch_elmo.chars import BOS_CHAR, BOW_CHAR, EOW_CHAR, PAD_CHAR, token_to_char_ids
+from torch_elmo.config import TrainConfig
 from torch_elmo.data import LMBatch, Vocabulary
 from torch_elmo.lm import LanguageModel
-from torch_elmo.train import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from ptb_char_small import MODEL  # noqa: E402
-from ptb_kim_reference import CharSmall  # noqa: E402
 
 
 def test_our_lm_computes_kims_loss_and_gradients():
@@ -27,7 +27,7 @@ def test_our_lm_computes_kims_loss_and_gradients():
         for ch in w:
             chars.setdefault(ch, len(chars))
     ref = CharSmall(len(ref_words), len(chars)).double()
-    ours = LanguageModel(TrainConfig(train="-", bilm=MODEL, n_directions=1, dropout=0.0).bilm_config(),
+    ours = LanguageModel(TrainConfig(train_files="-", bilm=MODEL, n_directions=1, dropout=0.0).bilm_config(),
                          len(vocab)).double()
     with torch.no_grad():
         for p in ref.parameters():

@@ -6,8 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from torch_elmo import batch_to_ids
-from torch_elmo.chars import (BOS_CHAR, BOW_CHAR, EOS_CHAR, EOW_CHAR, MAX_CHARS, PAD_CHAR,
-                              token_to_char_ids)
+from torch_elmo.chars import BOS_CHAR, BOW_CHAR, EOS_CHAR, EOW_CHAR, MAX_CHARS, PAD_CHAR, token_to_char_ids
 
 
 @settings(max_examples=300, deadline=None)

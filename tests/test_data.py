@@ -10,8 +10,16 @@ import pytest
 import torch
 
 from torch_elmo.chars import token_to_char_ids
-from torch_elmo.data import (IGNORE_INDEX, BidirectionalBatcher, DataError, SentenceStream, StreamBatcher,
-                             Vocabulary, corpus_files, count_inputs)
+from torch_elmo.data import (
+    IGNORE_INDEX,
+    BidirectionalBatcher,
+    DataError,
+    SentenceStream,
+    StreamBatcher,
+    Vocabulary,
+    corpus_files,
+    count_inputs,
+)
 
 FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "bilm-tf" / "train"
 

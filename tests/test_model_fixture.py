@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from reference.bilm_tf import ReferenceBiLM
 from torch_elmo import ElmoEmbedder, batch_to_ids, load_bilm
 
 from .conftest import MODEL
-from .reference import ReferenceBiLM
 
 
 def expected_top_layer(list_index: int, sentence_index: int) -> np.ndarray:

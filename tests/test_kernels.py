@@ -1,0 +1,103 @@
+"""The fast kernels (kernels.py) against the plain implementation in model.py: the same values
+and gradients, whichever path the model picks."""
+
+import copy
+
+import pytest
+import torch
+
+from torch_elmo import BiLMConfig, batch_to_ids, load_bilm
+from torch_elmo.kernels import Fused, _step_backward, _step_forward, step_backward
+from torch_elmo.model import CharCNN, LstmWithProjection
+
+SENTENCES = [["The", "bank", "of", "the", "river", "."], ["I", "went", "to", "the", "bank"], ["Hi"]]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("proj_dim, clip", [(3, 0.5), (5, None)])
+def test_hand_written_backward_through_time_equals_autograd(proj_dim, clip, fused, monkeypatch):
+    """LstmThroughTime (training's path, its elementwise steps compiled or not) against autograd
+    through the plain implementation (`LstmWithProjection.step`), on a packed batch with rows
+    ending at different steps, clipping active, and initial states."""
+    monkeypatch.setattr(Fused, "enabled", fused)
+    torch.manual_seed(0)
+    layer = LstmWithProjection(4, 5, proj_dim, clip, clip, n_directions=2).double()
+    with torch.no_grad():
+        layer.bias.normal_()
+        layer.w_state.mul_(3)
+        layer.w_input.mul_(3)
+    batch_sizes = [4, 4, 3, 1, 1]  # 5 rows: one never runs, one stops after 3 steps, ...
+    x = torch.randn(2, sum(batch_sizes), 4, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 5, proj_dim, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(2, 5, 5, dtype=torch.float64, requires_grad=True)
+
+    plain = copy.deepcopy(layer)
+    plain.implementation = "plain"
+
+    def by_autograd():
+        out, (h, c) = plain(x, batch_sizes, (h0, c0))
+        return out, h, c
+
+    out, (h, c) = layer(x, batch_sizes, (h0, c0))
+    ours, expected = (out, h, c), by_autograd()
+    if clip is not None:
+        assert (expected[2].abs() == clip).any()  # the cell clip is active
+    weights = [torch.randn_like(t) for t in ours]
+    grads = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, ours)), [x, h0, c0, *layer.parameters()])
+    expected_grads = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, expected)),
+                                         [x, h0, c0, *plain.parameters()])
+    for a, b in zip(ours, expected):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    for a, b in zip(grads, expected_grads):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    if fused:  # torch.compile works on this machine: the fused path is the one tested
+        assert step_backward.compiled not in (None, False)
+
+
+def test_a_step_that_cannot_compile_runs_unfused_with_a_warning(monkeypatch):
+    def no_compiler(fn, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    fused = Fused(_step_backward)
+    i, j, f, o, c, tanh_c, m, keep_c = _step_forward(torch.randn(2, 3, 8), torch.randn(2, 3, 2), 0.5)
+    args = (torch.randn(2, 3, 2), torch.randn(2, 3, 2), i, j, f, o, c, tanh_c, keep_c)
+    with pytest.warns(UserWarning, match="running it unfused"):
+        out = fused(*args)
+    for a, b in zip(out, _step_backward(*args)):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert fused.compiled is False and fused(*args)[0].shape == (2, 3, 8)  # no second try
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_the_fast_biLM_computes_what_the_plain_one_does(options_file, weight_file, skip_model, requires_grad):
+    """Embedding (no autograd: lstm_inference, max_over_windows) and fine-tuning (LstmThroughTime):
+    every layer and every weight gradient as the plain implementation's, in float64."""
+    for files in ((options_file, weight_file), skip_model):
+        results = {}
+        for implementation in ("fast", "plain"):
+            bilm = load_bilm(*files, dtype=torch.float64, implementation=implementation).requires_grad_(requires_grad)
+            with torch.set_grad_enabled(requires_grad):
+                out = bilm(batch_to_ids(SENTENCES), boundaries=False)
+                grads = {}
+                if requires_grad:
+                    sum((k + 1) * (x ** 2).sum() for k, x in enumerate(out.layers)).backward()
+                    grads = {k: p.grad for k, p in bilm.named_parameters()}
+            results[implementation] = ([x.detach() for x in out.layers], grads)
+        (fast, fast_grads), (plain, plain_grads) = results["fast"], results["plain"]
+        for a, b in zip(fast, plain):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+        assert fast_grads.keys() == plain_grads.keys()
+        for k in fast_grads:
+            torch.testing.assert_close(fast_grads[k], plain_grads[k], atol=1e-10, rtol=1e-9)
+
+
+def test_max_over_windows_is_the_convolution_max_pooled():
+    torch.manual_seed(0)
+    config = BiLMConfig(filters=((1, 4), (3, 6), (7, 8)), char_embed_dim=5, n_highway=1, projection_dim=6)
+    fast = CharCNN(config).double()
+    plain = copy.deepcopy(fast)
+    plain.implementation = "plain"
+    ids = batch_to_ids([["a", "bank", "x" * 48, "of"]])[0]
+    torch.testing.assert_close(fast(ids), plain(ids), atol=1e-12, rtol=0)
+    assert LstmWithProjection(2, 3, 2, None, None, implementation="plain").implementation == "plain"
