@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 HOURS ?= 2.5
 DEVICE ?= cpu
 
-.PHONY: test install clean default-model demo
+.PHONY: test lint install clean default-model demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q
+
+# the linter's rules are in pyproject.toml ([tool.ruff]); `ruff check --fix` mends the mechanical ones
+lint: install
+	$(PY) -m ruff check src tests bench recipes reference
 
 $(VENV)/.recipe: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[recipe]"
