@@ -86,18 +86,8 @@ def embed(input: str, output: str, *, options: str | None = None, weights: str |
     """
     if batch_size < 1:
         raise UsageError(f"--batch-size {batch_size}: must be at least 1")
-    if input != "-" and not os.path.isfile(input):
-        raise UsageError(f"{input}: no such input file; give a text file with one sentence a line, or - for stdin")
     output_path = Path(output)
-    if output_path.is_dir():
-        raise UsageError(f"{output}: is a directory; give the path of the HDF5 file to write")
-    if input != "-" and output_path.resolve() == Path(input).resolve():
-        raise UsageError(f"{output}: is the input file; give another path for the HDF5 output")
-    partial = Path(str(output_path) + PARTIAL_SUFFIX)
-    if resume and not partial.is_file():
-        raise UsageError(f"{partial}: no interrupted run to resume (no such file); run without --resume")
-    if not resume and partial.exists():
-        raise UsageError(f"{partial}: left by an interrupted run; continue it with --resume, or delete it to start over")
+    partial = _partial_path(input, output_path, resume)
     tokenizer = _moses_tokenizer() if tokenize else str.split
     options, weights = model_files(options, weights)
     device = _device(device)
@@ -168,6 +158,22 @@ def embed(input: str, output: str, *, options: str | None = None, weights: str |
     if not quiet:
         print(f"{output}: {writer.done} lines, {tokens_done:,} tokens embedded in {seconds:.1f} s", file=sys.stderr)
     return 0
+
+
+def _partial_path(input: str, output: Path, resume: bool) -> Path:
+    """OUTPUT.partial, the file being written, once the paths are known to make sense."""
+    if input != "-" and not os.path.isfile(input):
+        raise UsageError(f"{input}: no such input file; give a text file with one sentence a line, or - for stdin")
+    if output.is_dir():
+        raise UsageError(f"{output}: is a directory; give the path of the HDF5 file to write")
+    if input != "-" and output.resolve() == Path(input).resolve():
+        raise UsageError(f"{output}: is the input file; give another path for the HDF5 output")
+    partial = Path(str(output) + PARTIAL_SUFFIX)
+    if resume and not partial.is_file():
+        raise UsageError(f"{partial}: no interrupted run to resume (no such file); run without --resume")
+    if not resume and partial.exists():
+        raise UsageError(f"{partial}: left by an interrupted run; continue it with --resume, or delete it to start over")
+    return partial
 
 
 def _select(array: np.ndarray, layers: str, pool: str | None) -> np.ndarray:
