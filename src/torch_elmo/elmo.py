@@ -13,11 +13,17 @@ import torch
 import torch.nn as nn
 
 from .chars import batch_to_ids
-from .default import model_files
 from .formats import load_bilm
+from .hub import model_files
 from .model import BiLM, ScalarMix
 
 PathLike = str | os.PathLike
+
+
+def _pretrained_files(model: PathLike, weight_file: PathLike | None, cache_dir: PathLike | None) -> tuple[str, str]:
+    if weight_file is not None:
+        return model_files(model, weight_file, cache_dir=cache_dir)
+    return model_files(None, None, model, cache_dir=cache_dir)
 
 
 def _cpu_has_bf16_matmul() -> bool:
@@ -58,6 +64,15 @@ class Elmo(nn.Module):
                             trainable=scalar_mix_parameters is None)
             self.add_module(f"scalar_mix_{k}", mix)
         self.num_output_representations = num_output_representations
+
+    @classmethod
+    def from_pretrained(cls, model: PathLike, num_output_representations: int = 1, *,
+                        weight_file: PathLike | None = None, cache_dir: PathLike | None = None, **kwargs) -> Elmo:
+        """Elmo from a published model's name (`elmo models`), a model folder, a .zip/.tar.gz
+        archive's path or URL, or an options file or URL with `weight_file`; downloads are cached
+        (torch_elmo.hub). Other arguments as Elmo's."""
+        options, weights = _pretrained_files(model, weight_file, cache_dir)
+        return cls(options, weights, num_output_representations, **kwargs)
 
     @property
     def bilm(self) -> BiLM:
@@ -114,6 +129,13 @@ class ElmoEmbedder:
         if token_cache_size > 0:
             self.bilm.word_cache = torch.zeros(token_cache_size + 1, self.bilm.config.projection_dim,
                                                dtype=dtype, device=self.device)
+
+    @classmethod
+    def from_pretrained(cls, model: PathLike, *, weight_file: PathLike | None = None,
+                        cache_dir: PathLike | None = None, **kwargs) -> ElmoEmbedder:
+        """ElmoEmbedder from what Elmo.from_pretrained takes. Other arguments as ElmoEmbedder's."""
+        options, weights = _pretrained_files(model, weight_file, cache_dir)
+        return cls(options, weights, **kwargs)
 
     @property
     def dim(self) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import hub
 from .chars import MAX_CHARS, N_CHARACTERS
 from .errors import BadSettings, ElmoFormatError, describe_type, format_problems
 from .model import BiLM, BiLMConfig
@@ -236,11 +237,15 @@ def read_weights(path: str | os.PathLike, config: BiLMConfig) -> dict[str, np.nd
     return arrays
 
 
-def load_bilm(options_file: str | os.PathLike, weight_file: str | os.PathLike, *,
+def load_bilm(options_file: str | os.PathLike, weight_file: str | os.PathLike | None = None, *,
               dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
               stateful: bool = False, implementation: str = "fast") -> BiLM:
-    """A BiLM with the published weights, in eval mode; `implementation` "plain" runs without
-    the fast kernels (the reference they are tested against)."""
+    """A BiLM with the published weights, in eval mode. Either file may be a URL (downloaded
+    into the cache); without `weight_file`, `options_file` names a whole model: a published
+    name, a folder or an archive (torch_elmo.hub). `implementation` "plain" runs without the
+    fast kernels (the reference they are tested against)."""
+    if weight_file is None or hub.is_url(options_file) or hub.is_url(weight_file):
+        options_file, weight_file = hub.model_files(options_file, weight_file)
     config = replace(read_options(options_file), implementation=implementation)
     bilm = BiLM(config, stateful=stateful)
     bilm.load_state_dict(state_dict_from_arrays(config, read_weights(weight_file, config)))

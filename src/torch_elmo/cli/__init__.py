@@ -26,11 +26,11 @@ from .. import __version__
 from ..errors import ElmoError
 from .common import INTERRUPTED, USER_ERROR
 from .embed import embed
-from .inspection import dump_token_embeddings, info
+from .inspection import dump_token_embeddings, info, models
 from .training import evaluate, export, plot, resume, train, vocab
 
 COMMANDS: list[Callable[..., int]] = [embed, vocab, train, resume, evaluate, export, plot,
-                                      dump_token_embeddings, info]
+                                      dump_token_embeddings, info, models]
 
 
 def parse_docstring(fn: Callable) -> tuple[str, dict[str, str]]:

@@ -7,16 +7,16 @@ import os
 import torch
 import torch.distributed as dist
 
-from ..default import model_files as _model_files
 from ..errors import UsageError
+from ..hub import model_files as _model_files
 
 USER_ERROR = 2  # exit status of a user error (as argparse's usage errors)
 INTERRUPTED = 130
 
 
-def model_files(options: str | None, weights: str | None) -> tuple[str, str]:
-    """--options / --weights as given, or the bundled default model when both are absent."""
-    return _model_files(options, weights, names=("--options", "--weights"))
+def model_files(options: str | None, weights: str | None, model: str | None = None) -> tuple[str, str]:
+    """--model, or --options / --weights (paths or URLs), or the bundled default model when none is given."""
+    return _model_files(options, weights, model, names=("--options", "--weights", "--model"))
 
 
 def device(name: str) -> torch.device:

@@ -29,7 +29,7 @@ PARTIAL_SUFFIX = ".partial"  # an interrupted `elmo embed` keeps OUTPUT + this, 
 EMBED_ATTR = "elmo_embed"  # root attribute of an embedding file: JSON of its settings and progress
 
 
-def embed(input: str, output: str, *, options: str | None = None, weights: str | None = None,
+def embed(input: str, output: str, *, model: str | None = None, options: str | None = None, weights: str | None = None,
           layers: Literal["all", "top", "average"] = "all", pool: Literal["mean", "max"] | None = None,
           batch_size: int = 256, device: str = "cpu", float16: bool = False, tokenize: bool = False,
           forget_sentences: bool = False, use_sentence_keys: bool = False, resume: bool = False,
@@ -54,10 +54,13 @@ def embed(input: str, output: str, *, options: str | None = None, weights: str |
         input: the text file, one sentence a line, tokens separated by whitespace (UTF-8;
             undecodable bytes become U+FFFD); - reads standard input.
         output: the HDF5 file to write (replaced if it exists).
-        options: the model's options.json (default: the bundled English model; give
-            --weights with it).
-        weights: the model's weights.hdf5 (default: the bundled English model; give
-            --options with it).
+        model: a published model's name (`elmo models` lists them), a model folder, or a
+            .zip/.tar.gz model archive's path or URL; downloads are kept in the cache
+            ($TORCH_ELMO_CACHE, default ~/.cache/torch-elmo). Default: --options/--weights.
+        options: the model's options.json, a path or URL (default: the bundled English model;
+            give --weights with it).
+        weights: the model's weights.hdf5, a path or URL (default: the bundled English model;
+            give --options with it).
         layers: which biLM layers to store: all (default) every layer, (3, n_tokens, dim);
             top the last LSTM layer, (n_tokens, dim); average the mean of the layers,
             (n_tokens, dim).
@@ -89,7 +92,7 @@ def embed(input: str, output: str, *, options: str | None = None, weights: str |
     output_path = Path(output)
     partial = _partial_path(input, output_path, resume)
     tokenizer = _moses_tokenizer() if tokenize else str.split
-    options, weights = model_files(options, weights)
+    options, weights = model_files(options, weights, model)
     device = _device(device)
     settings = {"layers": layers, "pool": pool, "float16": float16, "tokenize": tokenize,
                 "forget_sentences": forget_sentences, "use_sentence_keys": use_sentence_keys,

@@ -1,5 +1,6 @@
-"""The model commands: `elmo info` (what a model is, and whether its files go together) and
-`elmo dump-token-embeddings` (the char CNN's vector of every vocabulary token)."""
+"""The model commands: `elmo info` (what a model is, and whether its files go together),
+`elmo dump-token-embeddings` (the char CNN's vector of every vocabulary token) and `elmo models`
+(the published models that --model takes)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import h5py
 import torch
 
+from .. import hub
 from ..chars import batch_to_ids
 from ..data import read_token_lines
 from ..errors import UsageError
@@ -19,8 +21,8 @@ from .common import device as _device
 from .common import model_files
 
 
-def dump_token_embeddings(vocab: str, out: str, *, options: str | None = None, weights: str | None = None,
-                          batch_size: int = 4096, device: str = "cpu") -> int:
+def dump_token_embeddings(vocab: str, out: str, *, model: str | None = None, options: str | None = None,
+                          weights: str | None = None, batch_size: int = 4096, device: str = "cpu") -> int:
     """Write the character CNN's vector of every vocabulary token to an HDF5 file.
 
     The layout of bilm-tf's dump_token_embeddings: one float32 dataset "embedding" of shape
@@ -33,15 +35,18 @@ def dump_token_embeddings(vocab: str, out: str, *, options: str | None = None, w
             each non-blank line; a count after it is ignored). <S> and </S> get the sentence
             boundary vectors, as in bilm-tf.
         out: the HDF5 file to write (replaced if it exists; written to a temporary name first).
-        options: the model's options.json (default: the bundled English model).
-        weights: the model's weights.hdf5 (default: the bundled English model).
+        model: a published model's name (`elmo models` lists them), a model folder, or a
+            .zip/.tar.gz model archive's path or URL; downloads are kept in the cache
+            ($TORCH_ELMO_CACHE, default ~/.cache/torch-elmo). Default: --options/--weights.
+        options: the model's options.json, a path or URL (default: the bundled English model).
+        weights: the model's weights.hdf5, a path or URL (default: the bundled English model).
         batch_size: tokens per forward pass of the CNN (default 4096).
         device: where the model runs: cpu (default), cuda, cuda:N.
     """
     if batch_size < 1:
         raise UsageError(f"--batch-size {batch_size}: must be at least 1")
     tokens = _read_token_list(vocab)
-    options, weights = model_files(options, weights)
+    options, weights = model_files(options, weights, model)
     device = _device(device)
     bilm = load_bilm(options, weights, device=device)
     with atomic_path(out) as tmp:
@@ -73,8 +78,9 @@ def info(model: str | None = None, *, weights: str | None = None) -> int:
     files if there is one. Exit status 2 when the files do not go together.
 
     Arguments:
-        model: a model directory (holding options.json and weights.hdf5 or lm_weights.hdf5)
-            or an options.json file (default: the bundled English model).
+        model: a model directory (holding options.json and weights.hdf5 or lm_weights.hdf5),
+            an options.json file, a published model's name (`elmo models`) or a .zip/.tar.gz
+            model archive's path or URL (default: the bundled English model).
         weights: the weight file, when it is not beside the options as weights.hdf5,
             lm_weights.hdf5 or NAME_weights.hdf5 for NAME_options.json (default: found so).
     """
@@ -115,6 +121,8 @@ def info(model: str | None = None, *, weights: str | None = None) -> int:
 
 
 def _find_model(model: str | None, weights: str | None) -> tuple[str, str]:
+    if weights is None and hub.names_a_model(model) and not os.path.isdir(model):  # a name, URL, archive
+        return model_files(None, None, model)
     if model is None:
         if weights is not None:
             raise UsageError("--weights given without a model: give the options.json or the model directory too")
@@ -147,3 +155,16 @@ def _size(path: str) -> str:
     except OSError:
         return "missing"
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def models() -> int:
+    """List the published models that --model NAME (and Elmo.from_pretrained) take.
+
+    Each is downloaded once, on first use, into the cache: $TORCH_ELMO_CACHE, else
+    $XDG_CACHE_HOME/torch-elmo, else ~/.cache/torch-elmo; later runs read it from there.
+    TORCH_ELMO_OFFLINE=1 never touches the network (a model not in the cache is then an error
+    saying where to put its files). "?" marks what the publisher does not state.
+    """
+    print(hub.models_table(), end="")
+    print(f"\ncache: {hub.cache_dir()}" + (f" ({hub.OFFLINE_ENV} is set: no downloads)" if hub.offline() else ""))
+    return 0

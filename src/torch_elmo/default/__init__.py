@@ -3,10 +3,9 @@ folder, written by the recipe `make default-model` (recipes/default_model.py).""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from ..errors import DefaultModelMissing, UsageError
+from ..errors import DefaultModelMissing
 
 MODEL_DIR = Path(__file__).resolve().parent
 OPTIONS = "options.json"
@@ -26,19 +25,6 @@ def default_model_files() -> tuple[Path, Path]:
             "that ships it), or name a model: options_file and weight_file (`--options/--weights`)"
         )
     return options, weights
-
-
-def model_files(options: str | os.PathLike | None, weights: str | os.PathLike | None,
-                names: tuple[str, str] = ("options_file", "weight_file")) -> tuple[str, str]:
-    """The model files as given, or the bundled default model's when both are None; `names`
-    are what the caller calls the two (arguments or command-line options), for the message."""
-    if options is None and weights is None:
-        return tuple(str(p) for p in default_model_files())
-    if options is None or weights is None:
-        given, missing = names if weights is None else names[::-1]
-        raise UsageError(f"{given} given without {missing}: give both (the model's options.json and its "
-                        "weights.hdf5), or neither for the bundled default English model")
-    return str(options), str(weights)
 
 
 def default_model_card() -> Path | None:
