@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from torch_elmo import BiLM, BiLMConfig, ElmoFormatError, batch_to_ids, load_bilm, read_options, save_bilm
-from torch_elmo.formats import atomic_path, bilm_datasets
+from torch_elmo.files import atomic_path
+from torch_elmo.formats import bilm_datasets
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .errors import InputTypeError
+
 MAX_CHARS = 50  # characters per token, the published models' `max_characters_per_token`
 BOS_CHAR = 256  # begin of sentence
 EOS_CHAR = 257  # end of sentence
@@ -59,7 +61,7 @@ def batch_to_ids(sentences: Sequence[Sequence[str]]) -> torch.Tensor:
     are not added here: the model adds them, as AllenNLP's `Elmo` does.
     """
     if isinstance(sentences, str) or any(isinstance(s, str) for s in sentences):
-        raise TypeError(
+        raise InputTypeError(
             "batch_to_ids takes a list of tokenized sentences (list[list[str]]), got a string; "
             "split each sentence into tokens first, e.g. sentence.split()"
         )

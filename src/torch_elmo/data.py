@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 
 from .chars import BOS_TOKEN, EOS_TOKEN, MAX_CHARS, token_to_char_ids
-from .errors import DataError
+from .errors import DataError, UsageError
+from .files import atomic_path
 
 UNK_TOKEN = "<UNK>"
 SPECIAL_TOKENS = (BOS_TOKEN, EOS_TOKEN, UNK_TOKEN)
@@ -160,8 +161,6 @@ class Vocabulary:
 
     def write(self, path: str | os.PathLike) -> None:
         """Writes the published format (one token a line), atomically."""
-        from .formats import atomic_path
-
         with atomic_path(path) as tmp:
             Path(tmp).write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8")
 
@@ -323,12 +322,12 @@ class StreamBatcher:
                  unroll_steps: int, *, reverse: bool = False, drop_last: bool = True, restart_prob: float = 0.0,
                  seed: int = 0):
         if batch_size < 1 or unroll_steps < 1:
-            raise ValueError(f"batch_size and unroll_steps must be positive, got {batch_size}, {unroll_steps}")
+            raise UsageError(f"batch_size and unroll_steps must be positive, got {batch_size}, {unroll_steps}")
         if not 0.0 <= restart_prob < 1.0:
-            raise ValueError(f"restart_prob must be in [0, 1), got {restart_prob}")
+            raise UsageError(f"restart_prob must be in [0, 1), got {restart_prob}")
         self.row_streams = list(stream) if isinstance(stream, (list, tuple)) else None
         if self.row_streams is not None and len(self.row_streams) != batch_size:
-            raise ValueError(f"{len(self.row_streams)} row streams for a batch of {batch_size} rows")
+            raise UsageError(f"{len(self.row_streams)} row streams for a batch of {batch_size} rows")
         self.stream = None if self.row_streams is not None else stream
         self.vocab = vocab
         self.batch_size, self.unroll_steps = batch_size, unroll_steps

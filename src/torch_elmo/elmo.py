@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from .chars import batch_to_ids
+from .errors import UsageError
 from .formats import load_bilm
 from .hub import model_files
 from .model import BiLM, ScalarMix
@@ -91,7 +92,7 @@ class Elmo(nn.Module):
     def forward(self, inputs: torch.Tensor, word_inputs: torch.Tensor | None = None) -> dict:
         shape = inputs.shape  # (..., T, 50)
         if inputs.dim() < 3:
-            raise ValueError(
+            raise UsageError(
                 f"Elmo expects character ids of shape (..., tokens, 50), got {tuple(shape)}; "
                 "make them with torch_elmo.batch_to_ids(sentences)"
             )

@@ -5,6 +5,7 @@ subclass also is."""
 
 from __future__ import annotations
 
+import errno
 import os
 import types
 import typing
@@ -30,6 +31,23 @@ class UsageError(ElmoError, ValueError):
     """Arguments or command-line options that cannot work together or with this machine."""
 
 
+class InputTypeError(ElmoError, TypeError):
+    """An argument of the wrong type (a string where a list of tokens goes, ...)."""
+
+
+class MissingFile(ElmoError, FileNotFoundError):
+    """A file the user named (or that a run directory should hold) is not there."""
+
+
+class MissingExtra(ElmoError, ImportError):
+    """An optional dependency (an extra) is not installed; the message says how to install it."""
+
+
+class Fault(ElmoError, OSError):
+    """The environment failed (a full disk, a permission, a damaged device), not the input;
+    the message says what was kept and how to go on."""
+
+
 class BadSettings(ElmoError, ValueError):
     """Settings out of their range, all of them at once: `problems` lists (name, value, expected)."""
 
@@ -43,7 +61,7 @@ def format_problems(problems: list[tuple[str, object, str]], name=lambda n: n) -
     return "; ".join(f"{name(n)} is {v!r}, expected {expected}" for n, v, expected in problems)
 
 
-class DefaultModelMissing(ElmoError, FileNotFoundError):
+class DefaultModelMissing(MissingFile):
     """The default model's files are not installed (a source checkout before `make default-model`)."""
 
 
@@ -91,3 +109,26 @@ def type_problems(cls, values: dict) -> list[tuple[str, object, str]]:
     hints = typing.get_type_hints(cls)
     return [(name, value, describe_type(hints[name]))
             for name, value in values.items() if name in hints and not fits(value, hints[name])]
+
+
+FAULT_ERRNOS = {errno.ENOSPC: "no space left on the device; free some space, or write elsewhere",
+                errno.EDQUOT: "the disk quota is exceeded; free some space, or write elsewhere",
+                errno.EACCES: "permission denied; write where you may, or change the permissions",
+                errno.EPERM: "operation not permitted; write where you may, or change the permissions",
+                errno.EROFS: "the file system is read-only; write elsewhere",
+                errno.EIO: "an input/output error of the device; check the disk"}
+
+
+def describe_os_error(e: OSError) -> tuple[bool, str]:
+    """(whether it is a fault of the environment rather than of the input, one line naming the
+    file, the problem and the fix). h5py's errors carry their errno only in the message."""
+    code = e.errno
+    if code is None:
+        text = str(e)
+        code = next((c for c in FAULT_ERRNOS if f"errno = {c}," in text or os.strerror(c) in text), None)
+    where = f"{e.filename}: " if e.filename else ""
+    if code in FAULT_ERRNOS:
+        return True, f"{where}{FAULT_ERRNOS[code]}"
+    what = e.strerror or str(e)
+    user = isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError))
+    return not user, f"{where}{what}"

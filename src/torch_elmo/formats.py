@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from . import hub
 from .chars import MAX_CHARS, N_CHARACTERS
 from .errors import BadSettings, ElmoFormatError, describe_type, format_problems
+from .files import atomic_path
 from .model import BiLM, BiLMConfig
 
 # --------------------------------------------------------------------------------------------
@@ -233,7 +233,11 @@ def read_weights(path: str | os.PathLike, config: BiLMConfig) -> dict[str, np.nd
                     f"{path}: dataset {name!r} has shape {f[name].shape}, the options file asks for {shape}; "
                     "use the options.json that goes with this weight file"
                 )
-            arrays[name] = f[name][...].astype(np.float32, copy=False)
+            try:
+                arrays[name] = f[name][...].astype(np.float32, copy=False)
+            except (OSError, RuntimeError, ValueError) as e:  # HDF5 found the data damaged
+                raise ElmoFormatError(f"{path}: dataset {name!r} cannot be read ({str(e).splitlines()[0]}); the file "
+                                      "is damaged (truncated or altered): fetch or copy it again") from None
     return arrays
 
 
@@ -269,23 +273,3 @@ def save_bilm(bilm: BiLM, options_file: str | os.PathLike, weight_file: str | os
             for name, value in arrays.items():
                 f.create_dataset(name, data=value)
     write_options(options_file, options_from_config(bilm.config))
-
-
-class atomic_path:
-    """A temporary path beside `path` that replaces it on success and vanishes on failure, so
-    that an interrupted write never leaves a file that looks complete."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def __enter__(self) -> str:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        elif os.path.exists(self.tmp):
-            os.unlink(self.tmp)

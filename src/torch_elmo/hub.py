@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 
 from . import default
 from .errors import ElmoError, UsageError
+from .files import make_readable
 
 PathLike = str | os.PathLike
 
@@ -241,33 +242,12 @@ def cached_file(url: str, cache: PathLike | None = None) -> Path:
     return cache_dir(cache) / "downloads" / f"{digest}-{_url_basename(url)}"
 
 
-def _umask() -> int:
-    """The process's umask: read from /proc where it is there (setting it to read it back, the
-    only other way, briefly changes it for every thread)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _readable(path: Path, directory: bool = False) -> None:
-    """The mode the user's umask gives a new file (0o666) or folder (0o777): mkstemp's and
-    mkdtemp's are private."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
-
-
 def _write_json(path: Path, data: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1)
-        _readable(Path(tmp))
+        make_readable(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with _suppress_os():
@@ -427,7 +407,7 @@ def _fetch(url: str, path: Path, size: int | None, sha256: str | None, progress:
                                f"{_by_hand(url, path)}")
             restarted = True  # a resumed file may hold a stale beginning: start over once
     record = {"url": url, "size": got, "sha256": digest, **validator}
-    _readable(part)
+    make_readable(part)
     _write_json(_record_path(path), record)  # the record first: a file without one is checked anew
     os.replace(part, path)
     with _suppress_os():
@@ -602,7 +582,7 @@ def extract_archive(archive: PathLike, *, cache: PathLike | None = None, sha256:
         try:
             _extract(archive, tmp)
             for folder, _dirs, _ in os.walk(tmp):
-                _readable(Path(folder), directory=True)
+                make_readable(Path(folder), directory=True)
             os.replace(tmp, dest)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

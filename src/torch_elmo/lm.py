@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import IGNORE_INDEX, LMBatch
+from .errors import UsageError
 from .model import BiLM, BiLMConfig, CharCNN, ElmoLstm, LstmState, encode_unique
 from .softmax import LogUniformSampler, SoftmaxHead
 
@@ -78,7 +79,7 @@ class LanguageModel(nn.Module):
         from .chars import PAD_CHAR
 
         if self.word_input:
-            raise ValueError("a word-input LM has no characters; zero_padding_char is for character-input LMs")
+            raise UsageError("a word-input LM has no characters; zero_padding_char is for character-input LMs")
         self.token_encoder.char_embedding.weight[PAD_CHAR + 1] = 0.0
 
     def zero_states(self, batch: int) -> list[LstmState]:
@@ -89,7 +90,7 @@ class LanguageModel(nn.Module):
         """One LMBatch per direction -> top LSTM output (D, T * B, P), time-major, and final states."""
         D = self.config.n_directions
         if len(batches) != D:
-            raise ValueError(f"expected {D} batches (one per direction), got {len(batches)}")
+            raise UsageError(f"expected {D} batches (one per direction), got {len(batches)}")
         B, T = batches[0].targets.shape
         device = self.head.weight.device
         if self.word_input:
@@ -131,17 +132,17 @@ class LanguageModel(nn.Module):
     def to_bilm(self) -> BiLM:
         """The trained biLM as the core's BiLM (eval mode, no dropout), sharing no tensors."""
         if self.word_input:
-            raise ValueError(
+            raise UsageError(
                 "only character-input biLMs can be exported to the published options.json + weights.hdf5; "
                 "a word-input model is kept in its training checkpoint"
             )
         if self.config.token_dim != self.config.projection_dim:
-            raise ValueError(
+            raise UsageError(
                 "only biLMs with token_projection can be exported: ELMo's layer 0 is the token vector, of the "
                 "LSTM output size; this LM is kept in its training checkpoint (`elmo evaluate` reads it there)"
             )
         if self.config.n_directions != 2:
-            raise ValueError(
+            raise UsageError(
                 "only bidirectional LMs can be exported: the published weights.hdf5 holds both directions; "
                 "a forward-only LM is kept in its training checkpoint (`elmo evaluate` reads it there)"
             )
@@ -168,7 +169,7 @@ class LanguageModel(nn.Module):
         from .formats import read_weights, state_dict_from_arrays
 
         if self.word_input:
-            raise ValueError("a published weights.hdf5 holds a character-input biLM; set word_input to false")
+            raise UsageError("a published weights.hdf5 holds a character-input biLM; set word_input to false")
         state = state_dict_from_arrays(self.config, read_weights(weight_file, self.config))
         missing = self.load_state_dict(state, strict=False).missing_keys
         assert all(k.startswith("head.") for k in missing), missing

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from . import kernels
 from .chars import BOS_CHAR_IDS, EOS_CHAR_IDS, MAX_CHARS, N_CHARACTERS, PAD_CHAR
-from .errors import BadSettings, type_problems
+from .errors import BadSettings, UsageError, type_problems
 
 NOT_ARCHITECTURE = {"architecture": False}  # field metadata: how a model runs or trains, not what it is
 
@@ -443,7 +443,7 @@ class BiLM(nn.Module):
     def __init__(self, config: BiLMConfig, stateful: bool = False):
         super().__init__()
         if config.token_dim != config.projection_dim:
-            raise ValueError(f"ELMo's layer 0 needs token vectors of the LSTM output size {config.projection_dim}, "
+            raise UsageError(f"ELMo's layer 0 needs token vectors of the LSTM output size {config.projection_dim}, "
                              f"not {config.token_dim}: set token_projection to true")
         self.config = config
         self.token_encoder = CharCNN(config)
@@ -483,7 +483,7 @@ class BiLM(nn.Module):
         sentence of n words costs n LSTM steps instead of n + 2 (about 9% of the work at 21 words)."""
         C = self.config.max_chars
         if char_ids.dim() != 3 or char_ids.shape[-1] != C or char_ids.is_floating_point():
-            raise ValueError(
+            raise UsageError(
                 f"BiLM expects character ids of shape (batch, tokens, {C}) and an integer dtype, got "
                 f"{tuple(char_ids.shape)} {char_ids.dtype}; make them with torch_elmo.batch_to_ids(sentences)"
             )
@@ -588,7 +588,7 @@ class ScalarMix(nn.Module):
         if initial_scalar_parameters is None:
             initial_scalar_parameters = [0.0] * mixture_size
         if len(initial_scalar_parameters) != mixture_size:
-            raise ValueError(
+            raise UsageError(
                 f"initial_scalar_parameters has {len(initial_scalar_parameters)} values but the mix "
                 f"has {mixture_size} layers; give one value per layer"
             )
@@ -607,12 +607,12 @@ class ScalarMix(nn.Module):
 
     def forward(self, tensors: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
         if len(tensors) != self.mixture_size:
-            raise ValueError(f"ScalarMix expects {self.mixture_size} tensors, got {len(tensors)}")
+            raise UsageError(f"ScalarMix expects {self.mixture_size} tensors, got {len(tensors)}")
         weights = torch.softmax(torch.cat(list(self.scalar_parameters)), dim=0)
         if not self.do_layer_norm:
             return self.gamma * sum(w * t for w, t in zip(weights, tensors))
         if mask is None:
-            raise ValueError("ScalarMix with do_layer_norm needs the mask")
+            raise UsageError("ScalarMix with do_layer_norm needs the mask")
         m = mask.unsqueeze(-1).to(tensors[0].dtype)
         n = m.sum() * tensors[0].shape[-1]
         return self.gamma * sum(w * _masked_layer_norm(t, m, n) for w, t in zip(weights, tensors))

@@ -9,11 +9,13 @@ import json
 import os
 from pathlib import Path
 
+from .errors import MissingExtra, MissingFile
+
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no metrics log; give the run directory of a training run")
+        raise MissingFile(f"{path}: no metrics log; give the run directory of a training run")
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -26,7 +28,7 @@ def plot_perplexity(run_dir: str | os.PathLike, png: str | os.PathLike | None = 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
+        raise MissingExtra("plotting needs matplotlib: pip install 'torch-elmo[plot]' (or pip install matplotlib)") from None
     records = read_metrics(run_dir)
     train = [r for r in records if r.get("event") == "train"]
     heldout = [r for r in records if r.get("event") == "eval"]

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from .data import IGNORE_INDEX
+from .errors import UsageError
 
 
 class LogUniformSampler:
@@ -42,7 +43,7 @@ class LogUniformSampler:
     def sample(self, n: int) -> tuple[torch.Tensor, int]:
         """`n` distinct ids in the order first drawn, and the number of draws it took."""
         if not 0 < n <= self.vocab_size:
-            raise ValueError(f"cannot draw {n} distinct negatives from a vocabulary of {self.vocab_size}")
+            raise UsageError(f"cannot draw {n} distinct negatives from a vocabulary of {self.vocab_size}")
         draws = self._draw(2 * n)
         while True:
             values, index = torch.sort(draws, stable=True)

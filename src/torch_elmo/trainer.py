@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import time
+import zipfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -29,7 +31,8 @@ from tqdm.auto import tqdm
 from .config import FROZEN_ON_RESUME, TrainConfig
 from .data import BidirectionalBatcher, Vocabulary, corpus_files, count_inputs
 from .errors import DataError, TrainError
-from .formats import atomic_path, save_bilm
+from .files import atomic_path
+from .formats import save_bilm
 from .interrupts import on_stop_signals
 from .lm import LanguageModel
 from .model import BiLMConfig
@@ -278,8 +281,13 @@ class Trainer:
                 "last_heldout": self.last_heldout,
                 "model": own["model"], "optimizer": own["optimizer"], "ranks": gathered,
             }
-            with atomic_path(self.run_dir / CHECKPOINT) as tmp:
-                torch.save(checkpoint, tmp)
+            try:
+                with atomic_path(self.run_dir / CHECKPOINT) as tmp:
+                    torch.save(checkpoint, tmp)
+            except Exception as e:
+                e.add_note(f"{self.run_dir / CHECKPOINT} is as it was before this write (if it was there): "
+                           f"once this is fixed, `elmo resume {self.run_dir}` continues from it")
+                raise
         if self.world_size > 1:
             dist.barrier()
 
@@ -292,7 +300,7 @@ class Trainer:
         path = run_dir / CHECKPOINT
         if not path.is_file():
             raise TrainError(f"{path}: no checkpoint to resume from; start the run with `train` first")
-        checkpoint = upgrade_checkpoint(torch.load(path, map_location="cpu", weights_only=False))
+        checkpoint = upgrade_checkpoint(read_checkpoint(path))
         saved = TrainConfig.from_dict(checkpoint["config"], source=str(path))
         config = replace(saved.with_overrides(overrides or []), run_dir=str(run_dir))
         changed = [k for k in FROZEN_ON_RESUME if getattr(config, k) != getattr(saved, k)]
@@ -334,6 +342,27 @@ class Trainer:
 
     def export(self, out_dir: str | os.PathLike, keep_softmax: bool = False) -> None:
         export(self.model, self.vocab, out_dir, keep_softmax)
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint as written, read as plain data and tensors only (`weights_only`: a run
+    directory someone else wrote cannot run code here); a damaged file is a TrainError."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):
+            raise TrainError(f"{path}: holds Python objects besides plain data and tensors, which are not read "
+                             "(loading them could run code); it was not written by torch-elmo: start a new run") from None
+        raise TrainError(f"{path}: damaged or not a checkpoint ({str(e).splitlines()[0]}); delete it (or restore "
+                         "a copy) and start the run again") from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise TrainError(f"{path}: damaged or not a checkpoint (truncated or another kind of file: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}); delete it (or restore a copy) "
+                         "and start the run again") from None
+    if not isinstance(checkpoint, dict) or not {"config", "model", "ranks", "architecture"} <= set(checkpoint):
+        raise TrainError(f"{path}: a PyTorch file but not a torch-elmo checkpoint; give the run directory of "
+                         "an `elmo train` run")
+    return checkpoint
 
 
 def upgrade_checkpoint(checkpoint: dict) -> dict:

@@ -7,9 +7,10 @@ module turns the signatures into an argparse parser (`_add_command`): a paramete
 positional argument, one after it an option `--name-with-dashes`; `bool` is a flag,
 `Literal[...]` a choice, `list[str]` repeats.
 
-Every user error (an `ElmoError`: a missing or malformed file, bad data, an impossible setting)
-is one line on stderr naming the file and the fix, with exit status 2; only bugs print a
-traceback.
+Every error is one line on stderr, `elmo CMD: error: WHAT: the problem; the fix`: exit status 2
+for the user's (an `ElmoError`: a missing or malformed file, bad data, an impossible setting), 1
+for the environment's (a full disk, a permission) and for bugs, 130 after Ctrl-C or SIGTERM (the
+shell's 128 + SIGINT, which scripts test for). `--debug` or ELMO_DEBUG=1 shows the traceback.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from collections.abc import Callable
 from typing import Literal
 
 from .. import __version__
-from ..errors import ElmoError
-from .common import INTERRUPTED, USER_ERROR
+from ..errors import ElmoError, Fault, describe_os_error
+from .common import FAULT, INTERRUPTED, USER_ERROR
 from .embed import embed
 from .inspection import dump_token_embeddings, info, models
 from .training import evaluate, export, plot, resume, train, vocab
@@ -91,6 +92,8 @@ def build_parser(prog: str = "elmo") -> argparse.ArgumentParser:
         prog=prog, description="ELMo from the shell: embed text files into HDF5, train and export "
                                "biLMs, inspect model files. `elmo COMMAND --help` explains each command.")
     parser.add_argument("--version", action="version", version=f"torch-elmo {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the Python traceback too (as ELMO_DEBUG=1 does)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for fn in COMMANDS:
         _add_command(subparsers, fn)
@@ -102,21 +105,36 @@ def main(argv: list[str] | None = None, prog: str = "elmo") -> int:
     args = vars(build_parser(prog).parse_args(argv))
     command = args.pop("command")
     fn = args.pop("_command")
+    debug = args.pop("debug") or os.environ.get("ELMO_DEBUG", "") not in ("", "0")
     try:
         return fn(**args)
-    except ElmoError as e:
-        return _user_error(prog, command, str(e))
-    except OSError as e:
-        if isinstance(e, BrokenPipeError):  # `elmo info | head`: stop quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 1
-        message = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
-        return _user_error(prog, command, message)
     except KeyboardInterrupt:
         print(f"{prog} {command}: interrupted", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:  # `elmo info | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return FAULT
+    except Exception as e:
+        if debug:
+            raise
+        status, message = _failure(e)
+        notes = "; ".join(getattr(e, "__notes__", ()))  # what was kept, added on the way up
+        print(f"{prog} {command}: error: {' '.join((message + ('; ' + notes if notes else '')).split())}",
+              file=sys.stderr)
+        return status
 
 
-def _user_error(prog: str, command: str, message: str) -> int:
-    print(f"{prog} {command}: error: {' '.join(message.split())}", file=sys.stderr)
-    return USER_ERROR
+def _failure(e: Exception) -> tuple[int, str]:
+    """The exit status and the line of an error."""
+    if isinstance(e, Fault):
+        return FAULT, str(e)
+    if isinstance(e, ElmoError):
+        return USER_ERROR, str(e)
+    if isinstance(e, OSError):
+        fault, message = describe_os_error(e)
+        return (FAULT if fault else USER_ERROR), message
+    if isinstance(e, MemoryError):
+        return FAULT, "out of memory; use a smaller --batch-size (or batch_size), or a machine with more memory"
+    first = str(e).splitlines()[0] if str(e) else ""
+    return FAULT, (f"internal error, {type(e).__name__}: {first}; this is a bug of torch-elmo: run again with "
+                   "--debug (or ELMO_DEBUG=1) for the traceback and report it")

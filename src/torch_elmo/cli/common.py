@@ -11,7 +11,8 @@ from ..errors import UsageError
 from ..hub import model_files as _model_files
 
 USER_ERROR = 2  # exit status of a user error (as argparse's usage errors)
-INTERRUPTED = 130
+FAULT = 1  # of a fault of the environment (a full disk, a permission) or a bug
+INTERRUPTED = 130  # of Ctrl-C / SIGTERM: 128 + SIGINT, as shells report it
 
 
 def model_files(options: str | None, weights: str | None, model: str | None = None) -> tuple[str, str]:

@@ -145,12 +145,12 @@ def embed(input: str, output: str, *, model: str | None = None, options: str | N
         print(f"elmo embed: interrupted after {writer.done} lines; {partial} keeps them: run the same "
               "command with --resume to continue", file=sys.stderr)
         return INTERRUPTED
-    except BaseException:
+    except Exception as e:
         bar.close()
         writer.abandon()
         if writer.file_created:
-            print(f"elmo embed: {partial} keeps the first {writer.done} lines; once the problem below is "
-                  "fixed, --resume continues", file=sys.stderr)
+            e.add_note(f"{partial} keeps the first {writer.committed} lines: once this is fixed, "
+                       "the same command with --resume continues")
         raise
     finally:
         lines.close()
@@ -207,6 +207,8 @@ def _moses_tokenizer() -> Callable[[str], list[str]]:
 def _input_lines(input: str) -> io.TextIOWrapper:
     """Lines split at \\n only (so that line i is what `sed -n` and `wc -l` count)."""
     if input == "-":
+        if sys.stdin is None or sys.stdin.closed:
+            raise UsageError("-: standard input is closed; pipe the text in, or give the input file's path")
         return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="\n")
     return open(input, encoding="utf-8", errors="replace", newline="\n")
 

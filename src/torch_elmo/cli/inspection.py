@@ -16,7 +16,8 @@ from .. import hub
 from ..chars import batch_to_ids
 from ..data import read_token_lines
 from ..errors import UsageError
-from ..formats import atomic_path, bilm_datasets, load_bilm, read_options, read_weights
+from ..files import atomic_path
+from ..formats import bilm_datasets, load_bilm, read_options, read_weights
 from .common import device as _device
 from .common import model_files
 

@@ -7,6 +7,7 @@ import json
 from ..config import TrainConfig
 from ..data import Vocabulary, corpus_files
 from ..errors import UsageError
+from ..plot import plot_perplexity
 from ..trainer import VOCAB, Trainer
 from ..trainer import evaluate as evaluate_model
 from .common import device as _device
@@ -131,9 +132,5 @@ def plot(run_dir: str, *, out: str | None = None) -> int:
         run_dir: the run directory (holding metrics.jsonl).
         out: the PNG to write (default: RUN_DIR/perplexity.png).
     """
-    try:
-        from ..plot import plot_perplexity  # needs matplotlib, an extra
-    except ImportError as e:
-        raise UsageError(f"elmo plot needs matplotlib: pip install 'torch-elmo[plot]' ({e})") from None
     print(plot_perplexity(run_dir, out))
     return 0
