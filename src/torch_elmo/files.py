@@ -43,10 +43,12 @@ class atomic_path:
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            make_readable(self.tmp)
-            with open(self.tmp, "rb") as f:  # on disk before the rename makes it the file
-                os.fsync(f.fileno())
-            os.replace(self.tmp, self.path)
-        elif os.path.exists(self.tmp):
-            os.unlink(self.tmp)
+        try:
+            if exc_type is None:
+                make_readable(self.tmp)
+                with open(self.tmp, "rb") as f:  # on disk before the rename makes it the file
+                    os.fsync(f.fileno())
+                os.replace(self.tmp, self.path)
+        finally:
+            if os.path.exists(self.tmp):  # the write or the rename failed
+                os.unlink(self.tmp)

@@ -15,10 +15,12 @@ metrics.jsonl (one JSON object per logged step or evaluation).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import pickle
+import struct
 import time
 import zipfile
 from dataclasses import asdict, replace
@@ -350,12 +352,17 @@ def read_checkpoint(path: Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" in str(e):
+        if "GLOBAL" in str(e) or "global" in str(e):  # a class or function to import and call: refused
             raise TrainError(f"{path}: holds Python objects besides plain data and tensors, which are not read "
                              "(loading them could run code); it was not written by torch-elmo: start a new run") from None
         raise TrainError(f"{path}: damaged or not a checkpoint ({str(e).splitlines()[0]}); delete it (or restore "
                          "a copy) and start the run again") from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as e:
+    except OSError as e:
+        if e.errno not in (None, errno.EINVAL):  # the disk's fault, not the file's
+            raise
+        raise TrainError(f"{path}: damaged or not a checkpoint (truncated: {e.strerror or e}); delete it (or restore "
+                         "a copy) and start the run again") from None
+    except (RuntimeError, EOFError, ValueError, KeyError, IndexError, struct.error, zipfile.BadZipFile) as e:
         raise TrainError(f"{path}: damaged or not a checkpoint (truncated or another kind of file: "
                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}); delete it (or restore a copy) "
                          "and start the run again") from None

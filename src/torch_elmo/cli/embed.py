@@ -101,9 +101,9 @@ def embed(input: str, output: str, *, model: str | None = None, options: str | N
     dtype = np.float16 if float16 else np.float32
     keep_index = not forget_sentences and not use_sentence_keys
 
+    total = None if input == "-" or quiet else _count_lines(input)
     lines = _input_lines(input)
     writer = _EmbeddingWriter(partial, settings, resume, lines, use_sentence_keys, keep_index)
-    total = None if input == "-" or quiet else _count_lines(input)
     bar = tqdm(total=total, initial=writer.done, unit=" lines", disable=quiet, file=sys.stderr,
                dynamic_ncols=True, desc=os.path.basename(output))
     warn = _Warnings(bar)
