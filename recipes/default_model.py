@@ -459,16 +459,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: PyTorch's choice)")
     args = parser.parse_args(argv)
-    from torch_elmo.data import DataError
-    from torch_elmo.errors import TrainError
+    from torch_elmo.errors import ElmoError, Fault, describe_os_error
 
     if args.hours <= 0:
         parser.error("--hours must be positive")
     try:
         return run(args)
-    except (FetchError, RecipeError, TrainError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (FetchError, RecipeError, ElmoError) as e:
+        print(f"make default-model: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1 if isinstance(e, Fault) else 2
+    except OSError as e:  # a full disk, a permission: the stages done so far are kept
+        fault, message = describe_os_error(e)
+        print(f"make default-model: error: {message}; run the same command again to go on", file=sys.stderr)
+        return 1 if fault else 2
     except KeyboardInterrupt:
         print("interrupted: run the same command again to go on from the last checkpoint", file=sys.stderr)
         return 130
