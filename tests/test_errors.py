@@ -555,3 +555,24 @@ def test_a_10000_token_sentence_and_a_100000_character_token_are_embedded(tmp_pa
 def test_every_command_that_reads_files_has_bad_input_rows():
     commands = {c.id.split(":")[0] for c in CASES}
     assert {"embed", "dump-token-embeddings", "info", "vocab", "train", "resume", "plot"} <= commands
+
+
+def test_long_sentences_make_small_batches_so_memory_stays_bounded(monkeypatch):
+    """A batch holds at most BATCH_TOKENS padded positions, a window at most WINDOW_BATCHES
+    batches of them: a stream of long sentences is not 256 x 16 of them at once."""
+    embedder = ElmoEmbedder(OPTIONS, WEIGHTS)
+    monkeypatch.setattr(ElmoEmbedder, "BATCH_TOKENS", 1000)
+    monkeypatch.setattr(ElmoEmbedder, "WINDOW_BATCHES", 2)
+    shapes, windows = [], []
+    embed_batch, embed_window = embedder.embed_batch, embedder._embed_window
+    monkeypatch.setattr(embedder, "embed_batch", lambda batch: (shapes.append((len(batch), max(map(len, batch)))),
+                                                                embed_batch(batch))[1])
+    monkeypatch.setattr(embedder, "_embed_window", lambda s, b: (windows.append(sum(map(len, s))), embed_window(s, b))[1])
+    sentences = [["bank"] * n for n in (700, 3, 400, 1500, 5, 450, 2)]
+    arrays = list(embedder.embed_sentences(sentences, batch_size=256))
+    assert [a.shape[1] for a in arrays] == [len(s) for s in sentences]  # in input order
+    assert all(rows * longest <= 1000 or rows == 1 for rows, longest in shapes), shapes
+    assert (1, 1500) in shapes and max(windows) < 2 * 1000 + 1500
+    reference = ElmoEmbedder(OPTIONS, WEIGHTS)
+    for array, sentence in zip(arrays, sentences):
+        np.testing.assert_allclose(array, reference.embed_sentence(sentence), atol=1e-5)

@@ -183,16 +183,25 @@ class ElmoEmbedder:
         embeddings = embeddings.cpu().numpy()
         return [embeddings[i, :, :n] for i, n in enumerate(lengths)]
 
+    BATCH_TOKENS = 32_768  # padded token positions a batch may hold (the output's memory is about this x layers x dim)
+    WINDOW_BATCHES = 16  # batches of sentences grouped by length at once
+
     def embed_sentences(self, sentences: Iterable[Sequence[str]], batch_size: int = 256) -> Iterator[np.ndarray]:
         """Embeds a stream of sentences, in input order. Stateless: sentences are grouped by
-        length within a window of batches to cut padding; stateful: batches in input order."""
-        window = batch_size if self.bilm.stateful else batch_size * 16
+        length within a window of batches to cut padding; stateful: batches in input order.
+
+        Memory stays bounded whatever the sentences: a batch holds at most `batch_size`
+        sentences and BATCH_TOKENS padded positions (a longer sentence is a batch of its own),
+        and a window at most WINDOW_BATCHES such batches."""
+        window = 1 if self.bilm.stateful else self.WINDOW_BATCHES
         chunk: list[Sequence[str]] = []
+        tokens = 0
         for sentence in sentences:
             chunk.append(sentence)
-            if len(chunk) == window:
+            tokens += len(sentence)
+            if len(chunk) == window * batch_size or tokens >= window * self.BATCH_TOKENS:
                 yield from self._embed_window(chunk, batch_size)
-                chunk = []
+                chunk, tokens = [], 0
         if chunk:
             yield from self._embed_window(chunk, batch_size)
 
@@ -201,8 +210,23 @@ class ElmoEmbedder:
         if not self.bilm.stateful:
             order.sort(key=lambda i: len(sentences[i]))
         results: list[np.ndarray | None] = [None] * len(sentences)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in self._batches(order, sentences, batch_size):
             for i, array in zip(rows, self.embed_batch([sentences[i] for i in rows])):
                 results[i] = array
         yield from results
+
+    def _batches(self, order: list[int], sentences: list[Sequence[str]], batch_size: int) -> Iterator[list[int]]:
+        """Consecutive rows of `order`, at most batch_size of them and BATCH_TOKENS padded
+        positions (the longest sentence times the rows); stateful, batch_size rows as given,
+        since each row carries its state to the same row of the next batch."""
+        if self.bilm.stateful:
+            yield from (order[k : k + batch_size] for k in range(0, len(order), batch_size))
+            return
+        rows: list[int] = []
+        for i in order:  # ascending length: the last row is the longest
+            if rows and (len(rows) == batch_size or (len(rows) + 1) * len(sentences[i]) > self.BATCH_TOKENS):
+                yield rows
+                rows = []
+            rows.append(i)
+        if rows:
+            yield rows
