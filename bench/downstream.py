@@ -104,9 +104,12 @@ def embed_all(task: Task, embedder: ElmoEmbedder, cache: Path) -> None:
         task.layers[split] = arrays
 
 
-def embed_stateful(sentences: list, options, weights, rows: int = 32) -> list[np.ndarray]:
+def embed_stateful(sentences: list, options, weights, path: Path, rows: int = 32) -> list[np.ndarray]:
     """Layers with the state carried: the sentences (in document order) cut into `rows` contiguous
     streams, batch k holding sentence k of every stream, so each row reads its stream in order."""
+    if path.exists():
+        with np.load(path) as f:
+            return [f[str(i)] for i in range(len(sentences))]
     embedder = ElmoEmbedder(options, weights, stateful=True)
     per_row = -(-len(sentences) // rows)
     streams = [list(range(r * per_row, min((r + 1) * per_row, len(sentences)))) for r in range(rows)]
@@ -116,6 +119,7 @@ def embed_stateful(sentences: list, options, weights, rows: int = 32) -> list[np
         batch = [s[k] for s in streams if k < len(s)]  # the shorter streams are last: rows beyond keep state
         for i, array in zip(batch, embedder.embed_batch([sentences[i].tokens for i in batch])):
             out[i] = array.astype(np.float16)
+    np.savez(path, **{str(i): a for i, a in enumerate(out)})
     return out
 
 
@@ -239,6 +243,8 @@ def plot(results: list[dict], tasks: list[Task], out: Path) -> None:
             colours.append({"protocol": "C0", "linear probe": "C1", "BiLSTM probe": "C2", "fine-tune": "C3"}[run.group])
             if run.layers == "mix" and run.elmo == "cached" and not run.subset:
                 mixes[run.name] = np.mean([r["layer_weights"] for r in rs], axis=0)
+        if not names:
+            continue
         ax.barh(range(len(names)), means, xerr=errors, color=colours, capsize=3)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.invert_yaxis()
@@ -253,6 +259,15 @@ def plot(results: list[dict], tasks: list[Task], out: Path) -> None:
     fig.savefig(out / "scores.png", dpi=110)
     weights_fig.tight_layout()
     weights_fig.savefig(out / "layer_weights.png", dpi=110)
+
+
+def cpu_model() -> str:
+    """The CPU's name from /proc/cpuinfo (Linux), else what platform says."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> None:
@@ -298,19 +313,10 @@ def main(argv=None) -> None:
     log = out / "results.jsonl"
     results = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     done = {(r["task"], r["run"], r["seed"]) for r in results}
-    jobs = [(seed, task, run) for seed in range(args.seeds) for task in tasks for run in runs_for(task.kind)]
-    for seed, task, run in jobs if not args.report else ():  # seeds outermost: a cut-short run has every model
-        if (task.name, run.name, seed) in done:
-            continue
-        result = {"task": task.name, "run": run.name, "seed": seed, **run_one(task, run, seed, args, files)}
-        print(f"{task.name} | {run.name} | seed {seed}: " + ", ".join(
-            f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)), flush=True)
-        results.append(result)
-        with log.open("a") as f:
-            f.write(json.dumps(result) + "\n")
     extra = {}
     brown_task = tasks[0]
-    stateful = {s: embed_stateful(brown_task.splits[s], *files) for s in ("train", "dev", "test")} if not args.report else {}
+    stateful = {s: embed_stateful(brown_task.splits[s], *files, cache / f"stateful-{s}.npz")
+                for s in ("train", "dev", "test")} if not args.report else {}
     for label, layers in (("stateless", brown_task.layers), ("stateful", stateful)) if not args.report else ():
         scores = []
         for seed in range(args.seeds):
@@ -321,9 +327,19 @@ def main(argv=None) -> None:
         extra.setdefault(brown_task.name, {})[f"linear probe: mix, {label} vectors"] = \
             f"{np.mean(scores):.2f} ± {np.std(scores, ddof=1) if len(scores) > 1 else 0:.2f}"
         print(f"Brown linear probe on the mix, {label}: {extra[brown_task.name][f'linear probe: mix, {label} vectors']}")
+    jobs = [(seed, task, run) for seed in range(args.seeds) for task in tasks for run in runs_for(task.kind)]
+    for seed, task, run in jobs if not args.report else ():  # seeds outermost: a cut-short run has every model
+        if (task.name, run.name, seed) in done:
+            continue
+        result = {"task": task.name, "run": run.name, "seed": seed, **run_one(task, run, seed, args, files)}
+        print(f"{task.name} | {run.name} | seed {seed}: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)), flush=True)
+        results.append(result)
+        with log.open("a") as f:
+            f.write(json.dumps(result) + "\n")
     table = summarise(results, tasks, baselines, extra, args)
     header = (f"Command: `{' '.join(['python', 'bench/downstream.py'] + (argv if argv is not None else sys.argv[1:]))}`; "
-              f"model: {options}; machine: {platform.processor() or platform.machine()}, {args.threads} threads; "
+              f"model: {options}; machine: {cpu_model()}, {args.threads} threads; "
               f"PyTorch {torch.__version__}; {time.strftime('%Y-%m-%d')}\n\n")
     (out / "table.md").write_text(header + table)
     print(header + table)
