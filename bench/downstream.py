@@ -1,0 +1,351 @@
+"""Downstream benchmark: does ELMo help task models, and which layers? (Peters et al., 2018,
+sections 4-5, on the labelled data obtainable here: Brown POS, WNUT-16 Twitter NER, Rotten
+Tomatoes sentiment; bench/downstream_data.py fetches them by package name and splits them.)
+
+The paper's protocol first: a task model with its own learned word embeddings (a BiLSTM; for
+sentences, max-pooled), without ELMo, with a character CNN trained from scratch (the biLM's CNN
+size), and with ELMo concatenated (top layer, plain average, learned mix with the paper's
+lambda ||s||^2). Then probes on frozen vectors alone: a linear probe and the small BiLSTM over
+layer 0, 1, 2, the average and the learned mix. Then the learned mix with the biLM fine-tuned
+(`Elmo(requires_grad=True)` in the loop), bounded to a subset and fewer epochs, against the frozen
+mix on the same subset. Frozen runs read vectors embedded once per data set (`ElmoEmbedder`,
+stateless, cached under data/downstream/). On Brown, a linear probe on stateful vectors (each
+row reading documents in order, the state carried from sentence to sentence, as the biLM was
+trained) against stateless ones asks whether the zero-state start costs anything.
+
+    python bench/downstream.py --threads 2                       # the bundled model
+    python bench/downstream.py --options options.json --weights weights.hdf5 --out runs/downstream-original
+    python bench/downstream.py --quick                           # minutes: small sizes, 1 seed
+
+Writes OUT/results.jsonl (one line per run; a rerun skips the runs already there), OUT/table.md,
+OUT/scores.png and OUT/layer_weights.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# the fine-tuned runs' batches vary in shape: torch.compile would recompile the LSTM backward for each
+os.environ.setdefault("TORCH_ELMO_COMPILE", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/, recipes/, bench/ from a checkout
+
+from bench.downstream_data import brown_pos, rotten_tomatoes, wnut16  # noqa: E402
+from examples.data import Tagged, Vocabulary  # noqa: E402
+from examples.loop import Example, encode, score, train  # noqa: E402
+from examples.models import TaskConfig, TaskModel  # noqa: E402
+from torch_elmo import ElmoEmbedder, default_model_files, read_options  # noqa: E402
+
+
+@dataclass
+class Task:
+    """A data set, encoded, with its cached biLM layers per split."""
+
+    name: str
+    kind: str  # "tag" or "classify"
+    splits: dict[str, list]  # "train" / "dev" / "test" -> Tagged or Labelled
+    words: Vocabulary = None
+    labels: Vocabulary = None
+    encoded: dict[str, list[Example]] = field(default_factory=dict)
+    layers: dict[str, list[np.ndarray]] = field(default_factory=dict)  # split -> (L+1, n, D) float16 arrays
+    train_words: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One configuration of the task model."""
+
+    name: str
+    group: str  # "protocol", "linear probe", "BiLSTM probe", "fine-tune"
+    words: bool
+    elmo: str  # "none", "cached", "live"
+    layers: str = "mix"
+    char_cnn: bool = False
+    encoder: str = "bilstm"
+    subset: bool = False  # the fine-tuning comparison's smaller training set
+
+
+def runs_for(kind: str) -> list[Run]:
+    runs = [Run("words", "protocol", True, "none"), Run("words + char CNN", "protocol", True, "none", char_cnn=True)]
+    runs += [Run(f"words + ELMo {m}", "protocol", True, "cached", m) for m in ("top", "average", "mix")]
+    probes = (("linear", "linear probe"), ("bilstm", "BiLSTM probe")) if kind == "tag" else (("linear", "linear probe"),)
+    for encoder, group in probes:
+        runs += [Run(f"{group}: {m if m in ('average', 'mix') else 'layer ' + m}", group, False, "cached", m,
+                     encoder=encoder) for m in ("0", "1", "2", "average", "mix")]
+    runs += [Run("words + ELMo mix, frozen (subset)", "fine-tune", True, "cached", "mix", subset=True),
+             Run("words + ELMo mix, fine-tuned (subset)", "fine-tune", True, "live", "mix", subset=True)]
+    return runs
+
+
+def embed_all(task: Task, embedder: ElmoEmbedder, cache: Path) -> None:
+    """The biLM layers of every sentence, float16, computed once (cache file per model and data)."""
+    for split, sentences in task.splits.items():
+        path = cache / f"{task.name}-{split}.npz"
+        if path.exists():
+            with np.load(path) as f:
+                task.layers[split] = [f[str(i)] for i in range(len(sentences))]
+            continue
+        start = time.time()
+        arrays = [a.astype(np.float16) for a in embedder.embed_sentences([s.tokens for s in sentences], batch_size=64)]
+        n = sum(len(s.tokens) for s in sentences)
+        print(f"  embedded {task.name} {split}: {n} tokens, {n / (time.time() - start):.0f} tokens/s", flush=True)
+        np.savez(path, **{str(i): a for i, a in enumerate(arrays)})
+        task.layers[split] = arrays
+
+
+def embed_stateful(sentences: list, options, weights, path: Path, rows: int = 32) -> list[np.ndarray]:
+    """Layers with the state carried: the sentences (in document order) cut into `rows` contiguous
+    streams, batch k holding sentence k of every stream, so each row reads its stream in order."""
+    if path.exists():
+        with np.load(path) as f:
+            return [f[str(i)] for i in range(len(sentences))]
+    embedder = ElmoEmbedder(options, weights, stateful=True)
+    per_row = -(-len(sentences) // rows)
+    streams = [list(range(r * per_row, min((r + 1) * per_row, len(sentences)))) for r in range(rows)]
+    streams = [s for s in streams if s]
+    out: list = [None] * len(sentences)
+    for k in range(per_row):
+        batch = [s[k] for s in streams if k < len(s)]  # the shorter streams are last: rows beyond keep state
+        for i, array in zip(batch, embedder.embed_batch([sentences[i].tokens for i in batch])):
+            out[i] = array.astype(np.float16)
+    np.savez(path, **{str(i): a for i, a in enumerate(out)})
+    return out
+
+
+def most_frequent_tag(task: Task) -> dict[str, float]:
+    """Each word's most frequent training tag (unseen words: the most frequent tag overall), and
+    the most frequent tag for every token."""
+    by_word: dict[str, Counter] = defaultdict(Counter)
+    overall = Counter()
+    for s in task.splits["train"]:
+        for w, t in zip(s.tokens, s.tags):
+            by_word[w][t] += 1
+            overall[t] += 1
+    top = overall.most_common(1)[0][0]
+    pairs = [(w, t) for s in task.splits["test"] for w, t in zip(s.tokens, s.tags)]
+    guess = [by_word[w].most_common(1)[0][0] if w in by_word else top for w, _ in pairs]
+    unseen = [g == t for (w, t), g in zip(pairs, guess) if w not in by_word]
+    return {"per-word most frequent tag": float(np.mean([g == t for (_, t), g in zip(pairs, guess)])),
+            "per-word most frequent tag, unseen": float(np.mean(unseen)),
+            "most frequent tag": float(np.mean([t == top for _, t in pairs]))}
+
+
+def run_one(task: Task, run: Run, seed: int, args, model_files: tuple) -> dict:
+    train_set, dev_set = task.encoded["train"], task.encoded["dev"]
+    train_layers, dev_layers = task.layers["train"], task.layers["dev"]
+    epochs = args.epochs
+    if run.subset:
+        train_set, train_layers = train_set[: args.finetune_train], train_layers[: args.finetune_train]
+        dev_set, dev_layers = dev_set[: args.finetune_dev], dev_layers[: args.finetune_dev]
+        epochs = args.finetune_epochs
+    options, weights = model_files
+    d = task.layers["train"][0]
+    config = TaskConfig(task=task.kind, n_outputs=len(task.labels), n_words=len(task.words) if run.words else 0,
+                        elmo=run.elmo, layers=run.layers, n_elmo_layers=d.shape[0], elmo_dim=d.shape[2],
+                        options_file=options, weight_file=weights, fine_tune=run.elmo == "live",
+                        char_cnn=run.char_cnn, encoder=run.encoder, hidden=args.hidden)
+    torch.manual_seed(seed)
+    model = TaskModel(config)
+    cached = run.elmo == "cached"
+    lr = args.lr * (10 if run.encoder == "linear" else 1)
+    start = time.time()
+    train(model, train_set, dev_set, task.labels, epochs=epochs, lr=lr, batch_size=args.batch_size, mix_l2=args.mix_l2, seed=seed,
+          train_layers=train_layers if cached else None, dev_layers=dev_layers if cached else None, log=lambda _: None)
+    result = score(model, task.encoded["test"], task.labels, task.train_words if task.kind == "tag" else None,
+                   layers=task.layers["test"] if cached else None)
+    mix = model.scalar_mix()
+    result["layer_weights"] = mix.layer_weights.tolist() if mix is not None and run.layers == "mix" else None
+    result["seconds"] = time.time() - start
+    return result
+
+
+def load_tasks(args) -> list[Task]:
+    root = Path(args.data) / "downloads"
+    q = args.quick
+    tasks = [Task("Brown POS", "tag", dict(zip(("train", "dev", "test"),
+                  brown_pos(root, 300 if q else args.brown_train, 100 if q else 300, 300 if q else args.brown_test)))),
+             Task("WNUT-16 NER", "tag", dict(zip(("train", "dev", "test"), wnut16(root, 300 if q else 10**6)))),
+             Task("Rotten Tomatoes", "classify", dict(zip(("train", "dev", "test"),
+                  rotten_tomatoes(root, 300 if q else args.rt_train, 300 if q else 500, 300 if q else 10**6))))]
+    for task in tasks:
+        train_sentences = task.splits["train"]
+        task.words = Vocabulary.of_words([s.tokens for s in train_sentences], min_count=2)
+        # tags first seen in dev or test are outputs too (never a training target: scored as errors)
+        task.labels = Vocabulary.of_labels(t for v in task.splits.values() for s in v
+                                           for t in (s.tags if isinstance(s, Tagged) else [s.label]))
+        task.encoded = {k: encode(v, task.words, task.labels, task.name) for k, v in task.splits.items()}
+        task.train_words = {w for s in train_sentences for w in s.tokens}
+    return tasks
+
+
+def summarise(results: list[dict], tasks: list[Task], baselines: dict, extra: dict, args) -> str:
+    """The markdown table: mean +- standard deviation over seeds of each run's test score."""
+    lines = []
+    for task in tasks:
+        metric = "entity F1" if task.name.startswith("WNUT") else "accuracy"
+        sizes = "/".join(str(len(task.splits[s])) for s in ("train", "dev", "test"))
+        unseen = ", accuracy on words unseen in training" if task.kind == "tag" else ""
+        lines += [f"**{task.name}** (train/dev/test: {sizes} sentences; test {metric} %, mean ± sd over seeds{unseen})", "",
+                  "| group | model | " + metric + " | " + ("unseen-word acc. | " if task.kind == "tag" else "")
+                  + "softmax(s) | seeds |", "|---|---|---:|" + ("---:|" if task.kind == "tag" else "") + "---|---:|"]
+        by_run = defaultdict(list)
+        for r in results:
+            if r["task"] == task.name:
+                by_run[r["run"]].append(r)
+        for run in runs_for(task.kind):
+            rs = by_run.get(run.name)
+            if not rs:
+                continue
+            values = np.array([100 * r.get("f1", r["accuracy"]) for r in rs])
+            cell = f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0:.2f}"
+            unseen = np.array([100 * r.get("unseen_accuracy", np.nan) for r in rs])
+            weights = [r["layer_weights"] for r in rs if r["layer_weights"]]
+            w = " ".join(f"{x:.2f}" for x in np.mean(weights, axis=0)) if weights else ""
+            lines.append(f"| {run.group} | {run.name} | {cell} | " + (f"{unseen.mean():.1f} | " if task.kind == "tag" else "")
+                         + f"{w} | {len(rs)} |")
+        for name, value in baselines.get(task.name, {}).items():
+            lines.append(f"| baseline | {name} | {100 * value:.2f} | " + ("| " if task.kind == "tag" else "") + "| |")
+        for name, value in extra.get(task.name, {}).items():
+            lines.append(f"| state | {name} | {value} | " + ("| " if task.kind == "tag" else "") + "| |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], tasks: list[Task], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 6), squeeze=False)
+    weights_fig, weights_axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3), squeeze=False)
+    for ax, wax, task in zip(axes[0], weights_axes[0], tasks):
+        names, means, errors, colours, mixes = [], [], [], [], {}
+        for run in runs_for(task.kind):
+            rs = [r for r in results if r["task"] == task.name and r["run"] == run.name]
+            if not rs:
+                continue
+            values = np.array([100 * r.get("f1", r["accuracy"]) for r in rs])
+            names.append(run.name)
+            means.append(values.mean())
+            errors.append(values.std(ddof=1) if len(values) > 1 else 0)
+            colours.append({"protocol": "C0", "linear probe": "C1", "BiLSTM probe": "C2", "fine-tune": "C3"}[run.group])
+            if run.layers == "mix" and run.elmo == "cached" and not run.subset:
+                mixes[run.name] = np.mean([r["layer_weights"] for r in rs], axis=0)
+        if not names:
+            continue
+        ax.barh(range(len(names)), means, xerr=errors, color=colours, capsize=3)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(max(0, min(means) - 10), min(100, max(means) + 5))
+        ax.set_title(f"{task.name} ({'entity F1' if task.name.startswith('WNUT') else 'accuracy'} %)")
+        for k, (name, w) in enumerate(mixes.items()):
+            wax.bar(np.arange(len(w)) + 0.4 * k, w, width=0.4, label=name)
+        wax.set_xticks(range(3), ["layer 0", "layer 1", "layer 2"])
+        wax.set_title(f"{task.name}: softmax(s)")
+        wax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "scores.png", dpi=110)
+    weights_fig.tight_layout()
+    weights_fig.savefig(out / "layer_weights.png", dpi=110)
+
+
+def cpu_model() -> str:
+    """The CPU's name from /proc/cpuinfo (Linux), else what platform says."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--options", help="a published options.json (default: the bundled model)")
+    p.add_argument("--weights")
+    p.add_argument("--data", default="data", help="downloads in DATA/downloads, vector caches in DATA/downstream")
+    p.add_argument("--out", default="runs/downstream")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam's (x10 for the linear probes)")
+    p.add_argument("--mix-l2", type=float, default=0.001, help="the paper's lambda")
+    p.add_argument("--brown-train", type=int, default=1000)
+    p.add_argument("--brown-test", type=int, default=800)
+    p.add_argument("--rt-train", type=int, default=2000)
+    p.add_argument("--finetune-train", type=int, default=200)
+    p.add_argument("--finetune-dev", type=int, default=150)
+    p.add_argument("--finetune-epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--report", action="store_true", help="no training: the table and plots of OUT/results.jsonl so far")
+    p.add_argument("--quick", action="store_true", help="300-sentence sets, 1 seed, 2 epochs: a check that it runs")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.epochs, args.finetune_train, args.finetune_epochs = 1, 2, 60, 1
+    torch.set_num_threads(args.threads)
+    files = (args.options, args.weights)
+    options = args.options or str(default_model_files()[0])
+    read_options(options)
+    key = hashlib.sha1(f"{Path(options).resolve()}|{args.weights}|{args.quick}|{args.brown_train}|{args.brown_test}|"
+                       f"{args.rt_train}".encode()).hexdigest()[:10]
+    cache = Path(args.data) / "downstream" / key
+    cache.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = load_tasks(args)
+    embedder = ElmoEmbedder(*files)
+    for task in tasks:
+        embed_all(task, embedder, cache)
+    del embedder
+    baselines = {t.name: most_frequent_tag(t) for t in tasks if t.name.startswith("Brown")}
+    log = out / "results.jsonl"
+    results = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    done = {(r["task"], r["run"], r["seed"]) for r in results}
+    extra = {}
+    brown_task = tasks[0]
+    stateful = {s: embed_stateful(brown_task.splits[s], *files, cache / f"stateful-{s}.npz")
+                for s in ("train", "dev", "test")} if not args.report else {}
+    for label, layers in (("stateless", brown_task.layers), ("stateful", stateful)) if not args.report else ():
+        scores = []
+        for seed in range(args.seeds):
+            probe = Task(brown_task.name, "tag", brown_task.splits, brown_task.words, brown_task.labels,
+                         brown_task.encoded, layers, brown_task.train_words)
+            scores.append(100 * run_one(probe, Run("probe", "linear probe", False, "cached", "mix", encoder="linear"),
+                                        seed, args, files)["accuracy"])
+        extra.setdefault(brown_task.name, {})[f"linear probe: mix, {label} vectors"] = \
+            f"{np.mean(scores):.2f} ± {np.std(scores, ddof=1) if len(scores) > 1 else 0:.2f}"
+        print(f"Brown linear probe on the mix, {label}: {extra[brown_task.name][f'linear probe: mix, {label} vectors']}")
+    jobs = [(seed, task, run) for seed in range(args.seeds) for task in tasks for run in runs_for(task.kind)]
+    for seed, task, run in jobs if not args.report else ():  # seeds outermost: a cut-short run has every model
+        if (task.name, run.name, seed) in done:
+            continue
+        result = {"task": task.name, "run": run.name, "seed": seed, **run_one(task, run, seed, args, files)}
+        print(f"{task.name} | {run.name} | seed {seed}: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)), flush=True)
+        results.append(result)
+        with log.open("a") as f:
+            f.write(json.dumps(result) + "\n")
+    table = summarise(results, tasks, baselines, extra, args)
+    header = (f"Command: `{' '.join(['python', 'bench/downstream.py'] + (argv if argv is not None else sys.argv[1:]))}`; "
+              f"model: {options}; machine: {cpu_model()}, {args.threads} threads; "
+              f"PyTorch {torch.__version__}; {time.strftime('%Y-%m-%d')}\n\n")
+    (out / "table.md").write_text(header + table)
+    print(header + table)
+    plot(results, tasks, out)
+    print(f"wrote {out / 'table.md'}, {out / 'scores.png'}, {out / 'layer_weights.png'}")
+
+
+if __name__ == "__main__":
+    main()

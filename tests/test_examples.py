@@ -1,0 +1,104 @@
+"""examples/: the task files and their errors, span F1 on known cases, and both commands end to
+end (train, save, reload, evaluate) on the tiny fixture model."""
+
+import pytest
+import torch
+
+from examples.cli import main
+from examples.data import TaskDataError, Vocabulary, read_labelled, read_tagged
+from examples.loop import encode, load, save, score, train
+from examples.metrics import bio_spans, span_f1
+from examples.models import TaskConfig, TaskModel
+
+TAGGED = "The\tDT\ncat\tNN\nsat\tVBD\n\nA\tDT\ndog\tNN\nran\tVBD\n.\t.\n\t\nThe\tDT\ndog\tNN\n"
+NER = "John\tB-PER\nSmith\tI-PER\nlives\tO\nin\tO\nParis\tB-LOC\n\nParis\tB-LOC\nHilton\tO\n"
+LABELLED = "positive\ta fine film\nnegative\ta dull , dull film\n\npositive\tfine acting\nnegative\tdull\n"
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_span_f1_known_cases():
+    # seqeval's README example: one of two predicted spans is exact
+    gold = [["O", "O", "O", "B-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]]
+    guess = [["O", "O", "B-MISC", "I-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]]
+    assert span_f1(gold, guess) == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5})
+    assert span_f1(gold, gold)["f1"] == 1.0
+    assert span_f1([["O", "O"]], [["B-PER", "O"]]) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    # a stray I- opens a span (conlleval, seqeval's default); a type change ends one
+    assert bio_spans(["I-PER", "I-PER", "O"]) == {("PER", 0, 2)}
+    assert bio_spans(["B-PER", "I-LOC", "B-LOC", "I-LOC"]) == {("PER", 0, 1), ("LOC", 1, 2), ("LOC", 2, 4)}
+    assert bio_spans(["B-PER", "B-PER"]) == {("PER", 0, 1), ("PER", 1, 2)}
+
+
+def test_reads_files(tmp_path):
+    sentences = read_tagged(write(tmp_path, "t.tsv", TAGGED))
+    assert [s.tokens for s in sentences] == [["The", "cat", "sat"], ["A", "dog", "ran", "."], ["The", "dog"]]
+    assert [s.line for s in sentences] == [1, 5, 10]
+    labelled = read_labelled(write(tmp_path, "l.tsv", LABELLED))
+    assert [(s.label, s.tokens, s.line) for s in labelled][1] == ("negative", ["a", "dull", ",", "dull", "film"], 2)
+
+
+@pytest.mark.parametrize("reader, text, where, says", [
+    (read_tagged, "The\tDT\ncat\tNN\textra\n", ":2:", "expected 2 tab-separated columns"),
+    (read_tagged, "The DT\n", ":1:", "expected 2 tab-separated columns"),
+    (read_tagged, "\n \n", ": no sentences", "token<TAB>tag"),
+    (read_labelled, "positive\tgood\nnegative\n", ":2:", "label<TAB>text"),
+    (read_labelled, "", ": no sentences", "label<TAB>text"),
+])
+def test_bad_files_name_file_and_line(tmp_path, reader, text, where, says):
+    path = write(tmp_path, "bad.tsv", text)
+    with pytest.raises(TaskDataError) as error:
+        reader(path)
+    message = str(error.value)
+    assert f"{path}{where}" in message and says in message and "\n" not in message
+
+
+def test_unknown_label_names_its_line(tmp_path):
+    labels = Vocabulary.of_labels(["DT", "NN"])
+    path = write(tmp_path, "test.tsv", "The\tDT\ncat\tNN\nsat\tVBD\n")
+    with pytest.raises(TaskDataError, match=r"test.tsv:3: label 'VBD' was not in the training data"):
+        encode(read_tagged(path), Vocabulary([]), labels, path)
+
+
+def test_tagger_trains_saves_reloads(tmp_path, options_file, weight_file):
+    path = write(tmp_path, "ner.tsv", NER)
+    sentences = read_tagged(path)
+    words = Vocabulary.of_words(s.tokens for s in sentences)
+    labels = Vocabulary.of_labels(t for s in sentences for t in s.tags)
+    examples = encode(sentences, words, labels, path)
+    config = TaskConfig("tag", len(labels), n_words=len(words), options_file=str(options_file),
+                        weight_file=str(weight_file), char_cnn=True, hidden=8)
+    model = TaskModel(config)
+    history = train(model, examples, examples, labels, epochs=2, mix_l2=0.001, log=lambda _: None)
+    assert len(history) == 2 and {"accuracy", "f1"} <= set(history[0])
+    before = score(model, examples, labels)
+    save(tmp_path / "tagger.pt", model, words, labels)
+    assert not any(k.startswith("elmo._elmo_lstm.") for k in torch.load(tmp_path / "tagger.pt")["state"])  # frozen biLM left out
+    again, words2, labels2 = load(tmp_path / "tagger.pt")
+    assert score(again, encode(sentences, words2, labels2, path), labels2) == before
+    assert model.mix_penalty().item() > 0
+
+
+def test_commands_end_to_end(tmp_path, options_file, weight_file, capsys):
+    model_files = ["--options", str(options_file), "--weights", str(weight_file)]
+    train_file, test_file = write(tmp_path, "train.tsv", TAGGED), write(tmp_path, "test.tsv", TAGGED)
+    assert main("tag", ["train", "--train", str(train_file), "--dev", str(train_file), "--save", str(tmp_path / "t.pt"),
+                        "--epochs", "1", "--hidden", "8", "--layers", "top", *model_files]) == 0
+    assert main("tag", ["evaluate", str(tmp_path / "t.pt"), str(test_file)]) == 0
+    assert '"accuracy"' in capsys.readouterr().out
+    labelled = write(tmp_path, "l.tsv", LABELLED)
+    assert main("classify", ["train", "--train", str(labelled), "--dev", str(labelled), "--save", str(tmp_path / "c.pt"),
+                             "--epochs", "1", "--encoder", "linear", "--fine-tune", *model_files]) == 0
+    assert main("classify", ["evaluate", str(tmp_path / "c.pt"), str(labelled)]) == 0
+    assert '"accuracy"' in capsys.readouterr().out
+    write(tmp_path, "unknown.tsv", "mixed\tso-so film\n")
+    assert main("classify", ["evaluate", str(tmp_path / "c.pt"), str(tmp_path / "unknown.tsv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown.tsv:1: label 'mixed' was not in the training data" in err
+    assert main("tag", ["train", "--train", str(write(tmp_path, "empty.tsv", "")), "--dev", str(train_file),
+                        "--save", str(tmp_path / "x.pt")]) == 2
+    assert "empty.tsv: no sentences" in capsys.readouterr().err
