@@ -18,6 +18,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_readme_examples_run(tmp_path, monkeypatch):
     shutil.copy(MODEL / "options.json", tmp_path / "options.json")
     shutil.copy(MODEL / "lm_weights.hdf5", tmp_path / "weights.hdf5")
+    shutil.copytree(Path(__file__).parent / "fixtures" / "efml" / "w100", tmp_path / "zhs.model")  # ELMoForManyLangs
     (tmp_path / "tokens.txt").write_text("a few tokens\n\nanother line\n")
     (tmp_path / "sentences.txt").write_text("The bank of the river .\n")
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)

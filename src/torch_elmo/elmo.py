@@ -56,7 +56,8 @@ class Elmo(nn.Module):
         self._elmo_lstm.requires_grad_(requires_grad)
         self._has_cached_vocab = vocab_to_cache is not None
         if vocab_to_cache is not None:
-            self._elmo_lstm.cache_vocabulary(batch_to_ids([[w] for w in vocab_to_cache]).squeeze(1))
+            to_ids = getattr(self._elmo_lstm, "batch_to_ids", batch_to_ids)  # an EfmlBiLM has its own ids
+            self._elmo_lstm.cache_vocabulary(to_ids([[w] for w in vocab_to_cache]).squeeze(1))
         self._keep_sentence_boundaries = keep_sentence_boundaries
         self._dropout = nn.Dropout(p=dropout)
         for k in range(num_output_representations):
@@ -126,6 +127,7 @@ class ElmoEmbedder:
             warnings.warn("bfloat16 on this CPU (it has neither AVX-512 BF16 nor AMX) runs slower than float32; "
                           "use float32 here, bfloat16 on a GPU or a CPU with AMX", stacklevel=2)
         self.bilm = load_bilm(options_file, weight_file, dtype=dtype, device=self.device, stateful=stateful)
+        self._batch_to_ids = getattr(self.bilm, "batch_to_ids", batch_to_ids)  # an EfmlBiLM has its own ids
         self._token_rows: dict[str, int] = {}  # token -> row of bilm.word_cache (row 0: padding)
         if token_cache_size > 0:
             self.bilm.word_cache = torch.zeros(token_cache_size + 1, self.bilm.config.projection_dim,
@@ -145,7 +147,7 @@ class ElmoEmbedder:
     @torch.inference_mode()
     def batch_to_embeddings(self, batch: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L+1, T, dim) activations without sentence boundaries, and the (B, T) mask."""
-        char_ids = batch_to_ids(batch).to(self.device)
+        char_ids = self._batch_to_ids(batch).to(self.device)
         output = self.bilm(char_ids, self._cached_word_ids(batch), boundaries=False)
         return torch.stack(output.layers, dim=1), output.mask  # (B, L+1, T, dim), (B, T)
 
@@ -163,7 +165,7 @@ class ElmoEmbedder:
         new = list(dict.fromkeys(t for sentence in batch for t in sentence if t not in rows))[:room]
         if new:
             start = len(rows) + 1
-            cache[start : start + len(new)] = self.bilm.encode_tokens(batch_to_ids([new])[0].to(self.device))
+            cache[start : start + len(new)] = self.bilm.encode_tokens(self._batch_to_ids([new])[0].to(self.device))
             rows.update((t, start + k) for k, t in enumerate(new))
         width = max((len(s) for s in batch), default=0)
         return torch.tensor([[rows.get(t, -1) for t in s] + [0] * (width - len(s)) for s in batch],

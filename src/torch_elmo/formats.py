@@ -18,6 +18,7 @@ import torch
 
 from . import hub
 from .chars import MAX_CHARS, N_CHARACTERS
+from .efml import load_efml
 from .errors import BadSettings, ElmoFormatError, describe_type, format_problems
 from .files import atomic_path
 from .model import BiLM, BiLMConfig
@@ -250,6 +251,8 @@ def load_bilm(options_file: str | os.PathLike, weight_file: str | os.PathLike | 
     fast kernels (the reference they are tested against)."""
     if weight_file is None or hub.is_url(options_file) or hub.is_url(weight_file):
         options_file, weight_file = hub.model_files(options_file, weight_file)
+    if weight_file is None:  # an ELMoForManyLangs model folder or zip (efml.py)
+        return load_efml(options_file, dtype=dtype, device=device, stateful=stateful)
     config = replace(read_options(options_file), implementation=implementation)
     bilm = BiLM(config, stateful=stateful)
     bilm.load_state_dict(state_dict_from_arrays(config, read_weights(weight_file, config)))

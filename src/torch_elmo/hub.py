@@ -53,6 +53,7 @@ from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from . import default
+from .efml import is_efml_model
 from .errors import ElmoError, UsageError
 from .files import make_readable
 
@@ -708,16 +709,20 @@ def _version() -> str:
 
 def model_files(options: PathLike | None, weights: PathLike | None = None, model: PathLike | None = None, *,
                 names: tuple[str, str, str] = ("options_file", "weight_file", "model"),
-                cache_dir: PathLike | None = None) -> tuple[str, str]:
+                cache_dir: PathLike | None = None) -> tuple[str, str | None]:
     """Local (options, weights) for every way a model is named: `model` (or `options` alone) a
     published name, folder or archive; two files, paths or URLs; nothing at all, the bundled
-    default English model. `names` are what the caller calls the three (arguments or
-    command-line options), for the messages."""
+    default English model. An ELMoForManyLangs model (a folder or zip, efml.py) is one path:
+    (it, None). `names` are what the caller calls the three (arguments or command-line
+    options), for the messages."""
     if model is not None and (options is not None or weights is not None):
         raise UsageError(f"{names[2]} given with {names[0]}/{names[1]}: give either a model or its two files")
-    if model is None and weights is None and names_a_model(options):
+    if model is None and weights is None and (names_a_model(options) or is_efml_model(options)):
         model = options
     if model is not None:
+        local = download(model, cache=cache_dir) if is_url(model) and is_archive(model) else model
+        if is_efml_model(local):
+            return str(local), None
         return tuple(str(p) for p in resolve_model(model, cache_dir=cache_dir)[:2])
     if options is None and weights is None:
         return tuple(str(p) for p in default.default_model_files())

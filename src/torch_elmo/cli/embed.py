@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..efml import efml_fingerprint
 from ..elmo import ElmoEmbedder
 from ..errors import UsageError
 from ..formats import read_options
@@ -54,8 +55,9 @@ def embed(input: str, output: str, *, model: str | None = None, options: str | N
         input: the text file, one sentence a line, tokens separated by whitespace (UTF-8;
             undecodable bytes become U+FFFD); - reads standard input.
         output: the HDF5 file to write (replaced if it exists).
-        model: a published model's name (`elmo models` lists them), a model folder, or a
-            .zip/.tar.gz model archive's path or URL; downloads are kept in the cache
+        model: a published model's name (`elmo models` lists them), a model folder (bilm-tf's
+            layout, or an ELMoForManyLangs model), or a .zip/.tar.gz model archive's path or
+            URL; downloads are kept in the cache
             ($TORCH_ELMO_CACHE, default ~/.cache/torch-elmo). Default: --options/--weights.
         options: the model's options.json, a path or URL (default: the bundled English model;
             give --weights with it).
@@ -222,8 +224,11 @@ def _count_lines(path: str) -> int:
     return n + (last != b"\n")
 
 
-def _model_fingerprint(options: str, weights: str) -> str:
-    """What identifies the model for --resume: its options and the bytes of its weight file."""
+def _model_fingerprint(options: str, weights: str | None) -> str:
+    """What identifies the model for --resume: its options and the bytes of its weight file (an
+    ELMoForManyLangs model: the bytes of its files)."""
+    if weights is None:
+        return efml_fingerprint(options)
     h = hashlib.sha256(repr(read_options(options)).encode())
     try:
         with open(weights, "rb") as f:

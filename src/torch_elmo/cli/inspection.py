@@ -15,6 +15,7 @@ import torch
 from .. import hub
 from ..chars import batch_to_ids
 from ..data import read_token_lines
+from ..efml import is_efml_model
 from ..errors import UsageError
 from ..files import atomic_path
 from ..formats import bilm_datasets, load_bilm, read_options, read_weights
@@ -36,8 +37,9 @@ def dump_token_embeddings(vocab: str, out: str, *, model: str | None = None, opt
             each non-blank line; a count after it is ignored). <S> and </S> get the sentence
             boundary vectors, as in bilm-tf.
         out: the HDF5 file to write (replaced if it exists; written to a temporary name first).
-        model: a published model's name (`elmo models` lists them), a model folder, or a
-            .zip/.tar.gz model archive's path or URL; downloads are kept in the cache
+        model: a published model's name (`elmo models` lists them), a model folder (bilm-tf's
+            layout, or an ELMoForManyLangs model), or a .zip/.tar.gz model archive's path or
+            URL; downloads are kept in the cache
             ($TORCH_ELMO_CACHE, default ~/.cache/torch-elmo). Default: --options/--weights.
         options: the model's options.json, a path or URL (default: the bundled English model).
         weights: the model's weights.hdf5, a path or URL (default: the bundled English model).
@@ -50,13 +52,14 @@ def dump_token_embeddings(vocab: str, out: str, *, model: str | None = None, opt
     options, weights = model_files(options, weights, model)
     device = _device(device)
     bilm = load_bilm(options, weights, device=device)
+    to_ids = getattr(bilm, "batch_to_ids", batch_to_ids)  # an ELMoForManyLangs model has its own ids
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as f:
             dataset = f.create_dataset("embedding", (len(tokens), bilm.config.projection_dim), dtype="float32")
             with torch.inference_mode():
                 for start in range(0, len(tokens), batch_size):
                     chunk = tokens[start : start + batch_size]
-                    vectors = bilm.encode_tokens(batch_to_ids([chunk])[0].to(device))
+                    vectors = bilm.encode_tokens(to_ids([chunk])[0].to(device))
                     dataset[start : start + len(chunk)] = vectors.float().cpu().numpy()
     print(f"{out}: embedding ({len(tokens)}, {bilm.config.projection_dim})", file=sys.stderr)
     return 0
@@ -122,6 +125,9 @@ def info(model: str | None = None, *, weights: str | None = None) -> int:
 
 
 def _find_model(model: str | None, weights: str | None) -> tuple[str, str]:
+    if model is not None and is_efml_model(model):
+        raise UsageError(f"{model}: an ELMoForManyLangs model; elmo info describes bilm-tf models (options.json "
+                         "+ weights.hdf5); embed it with elmo embed --model")
     if weights is None and hub.names_a_model(model) and not os.path.isdir(model):  # a name, URL, archive
         return model_files(None, None, model)
     if model is None:
