@@ -717,7 +717,7 @@ def model_files(options: PathLike | None, weights: PathLike | None = None, model
     options), for the messages."""
     if model is not None and (options is not None or weights is not None):
         raise UsageError(f"{names[2]} given with {names[0]}/{names[1]}: give either a model or its two files")
-    if model is None and weights is None and (names_a_model(options) or is_efml_model(options)):
+    if model is None and weights is None and options is not None and (names_a_model(options) or is_efml_model(options)):
         model = options
     if model is not None:
         local = download(model, cache=cache_dir) if is_url(model) and is_archive(model) else model
