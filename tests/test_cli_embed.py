@@ -367,3 +367,67 @@ def test_tokenize_without_sacremoses_says_how_to_install(tmp_path, capsys, monke
     src = write_lines(tmp_path / "in.txt", LINES)
     err = user_error(capsys, "embed", src, tmp_path / "out.hdf5", *MODEL_ARGS, "--tokenize")
     assert "pip install 'torch-elmo[tokenize]'" in err
+
+
+def test_torchrun_ranks_write_shards_that_join_into_the_single_process_file(tmp_path, capsys):
+    """`torchrun --nproc_per_node 2 -m torch_elmo embed`: each rank its share of the lines, then
+    `elmo join-shards`: the same datasets, sentence_to_index and progress record as one process."""
+    lines = [f"line {i} of the bank" if i % 5 else "" for i in range(41)] + LINES
+    src = write_lines(tmp_path / "in.txt", lines)
+    single, joined = tmp_path / "single.hdf5", tmp_path / "joined.hdf5"
+    assert main(["embed", str(src), str(single), *MODEL_ARGS, "--quiet"]) == 0
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "torch_elmo", "embed", str(src), str(joined), *MODEL_ARGS, "--quiet"],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    shards = sorted(p.name for p in tmp_path.glob("joined.hdf5.shard*"))
+    assert shards == ["joined.hdf5.shard0-of-2", "joined.hdf5.shard1-of-2"] and not joined.exists()
+    with h5py.File(tmp_path / shards[1], "r") as f:
+        assert sorted(int(k) for k in f if k != "sentence_to_index") == list(range(1, len(lines), 2))
+    capsys.readouterr()
+    assert main(["join-shards", str(joined), "--remove-shards"]) == 0
+    assert not list(tmp_path.glob("joined.hdf5.shard*"))
+    ours, expected = datasets(joined), datasets(single)
+    assert ours.keys() == expected.keys()
+    for k in expected:
+        np.testing.assert_allclose(ours[k], expected[k], atol=1e-6)
+    with h5py.File(joined, "r") as a, h5py.File(single, "r") as b:
+        assert json.loads(a["sentence_to_index"][0]) == json.loads(b["sentence_to_index"][0])
+        assert json.loads(a.attrs["elmo_embed"]) == json.loads(b.attrs["elmo_embed"])
+
+
+def test_a_shard_resumes_on_its_own_and_join_refuses_an_incomplete_set(tmp_path, capsys, monkeypatch):
+    src = write_lines(tmp_path / "in.txt", LINES * 3)
+    out = tmp_path / "out.hdf5"
+    argv = ["embed", str(src), str(out), *MODEL_ARGS, "--quiet", "--batch-size", "2"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    calls = []
+
+    def full_disk(self, key, array):
+        calls.append(key)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real_write(self, key, array)
+
+    embed_module = sys.modules["torch_elmo.cli.embed"]
+    real_write = embed_module._EmbeddingWriter.write
+    with monkeypatch.context() as m:
+        m.setattr(embed_module._EmbeddingWriter, "write", full_disk)
+        assert main(argv) == 1
+    assert "out.hdf5.shard1-of-2.partial keeps the first" in capsys.readouterr().err
+    err = user_error(capsys, "join-shards", out)
+    assert "shard1-of-2.partial: still being written, or interrupted" in err
+    assert main(argv + ["--resume"]) == 0
+    capsys.readouterr()
+    assert "rank(s) [0] of 2 are missing" in user_error(capsys, "join-shards", out)
+    monkeypatch.setenv("RANK", "0")
+    assert main(argv) == 0
+    assert main(["join-shards", str(out)]) == 0
+    single = tmp_path / "single.hdf5"
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert main(["embed", str(src), str(single), *MODEL_ARGS, "--quiet"]) == 0
+    ours, expected = datasets(out), datasets(single)
+    assert ours.keys() == expected.keys()
+    for k in expected:
+        np.testing.assert_allclose(ours[k], expected[k], atol=1e-6)

@@ -26,11 +26,11 @@ from typing import Literal
 from .. import __version__
 from ..errors import ElmoError, Fault, describe_os_error
 from .common import FAULT, INTERRUPTED, USER_ERROR
-from .embed import embed
+from .embed import embed, join_shards
 from .inspection import dump_token_embeddings, info, models
 from .training import evaluate, export, plot, resume, train, vocab
 
-COMMANDS: list[Callable[..., int]] = [embed, vocab, train, resume, evaluate, export, plot,
+COMMANDS: list[Callable[..., int]] = [embed, join_shards, vocab, train, resume, evaluate, export, plot,
                                       dump_token_embeddings, info, models]
 
 

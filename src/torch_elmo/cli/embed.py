@@ -3,10 +3,12 @@ atomic (OUTPUT.partial renamed at the end) and resumable (--resume)."""
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
 import os
+import re
 import sys
 import time
 from collections import deque
@@ -21,10 +23,10 @@ from tqdm.auto import tqdm
 from ..efml import efml_fingerprint
 from ..elmo import ElmoEmbedder
 from ..errors import UsageError
+from ..files import atomic_path
 from ..formats import read_options
 from ..interrupts import DeferredInterrupts
-from .common import INTERRUPTED, model_files
-from .common import device as _device
+from .common import INTERRUPTED, local_device, model_files
 
 PARTIAL_SUFFIX = ".partial"  # an interrupted `elmo embed` keeps OUTPUT + this, for --resume
 EMBED_ATTR = "elmo_embed"  # root attribute of an embedding file: JSON of its settings and progress
@@ -91,38 +93,55 @@ def embed(input: str, output: str, *, model: str | None = None, options: str | N
     """
     if batch_size < 1:
         raise UsageError(f"--batch-size {batch_size}: must be at least 1")
-    output_path = Path(output)
+    rank, world = shard_of_this_process()
+    if world > 1 and input == "-":
+        raise UsageError("-: every process of a torchrun job reads the whole input; give the input file's path")
+    output_path = Path(output) if world == 1 else shard_path(output, rank, world)
     partial = _partial_path(input, output_path, resume)
     tokenizer = _moses_tokenizer() if tokenize else str.split
     options, weights = model_files(options, weights, model)
-    device = _device(device)
+    device = local_device(device)  # under torchrun, cuda is each rank's own GPU
     settings = {"layers": layers, "pool": pool, "float16": float16, "tokenize": tokenize,
                 "forget_sentences": forget_sentences, "use_sentence_keys": use_sentence_keys,
                 "model": _model_fingerprint(options, weights)}
+    if world > 1:
+        settings["shard"] = [rank, world]
     embedder = ElmoEmbedder(options, weights, device=device)
     dtype = np.float16 if float16 else np.float32
     keep_index = not forget_sentences and not use_sentence_keys
 
     total = None if input == "-" or quiet else _count_lines(input)
     lines = _input_lines(input)
-    writer = _EmbeddingWriter(partial, settings, resume, lines, use_sentence_keys, keep_index)
+    writer = _EmbeddingWriter(partial, settings, resume, lines, use_sentence_keys, keep_index, (rank, world))
     bar = tqdm(total=total, initial=writer.done, unit=" lines", disable=quiet, file=sys.stderr,
                dynamic_ncols=True, desc=os.path.basename(output))
     warn = _Warnings(bar)
-    pending: deque[tuple[int, str, int]] = deque()  # (index, line, n_tokens) read but not yet written
+    # (index, line, n_tokens, this process's) read but not yet written; under torchrun, line i
+    # is rank i % world's, and every rank reads (and hashes, for --resume) every line
+    pending: deque[tuple[int, str, int, bool]] = deque()
 
     def sentences() -> Iterator[list[str]]:
         for index, line in enumerate(lines, start=writer.done):
             text = line.strip()
-            tokens = tokenizer(text) if text else []
-            pending.append((index, text, len(tokens)))
-            yield tokens
+            mine = index % world == rank
+            tokens = tokenizer(text) if text and mine else []
+            pending.append((index, text, len(tokens), mine))
+            if mine:
+                yield tokens
+
+    def skip_others() -> None:
+        while pending and not pending[0][3]:
+            index, text, _, _ = pending.popleft()
+            with interrupts.critical():
+                writer.line_done(text, index, keep=False)
+            bar.update(1)
 
     t0, tokens_done, last_postfix = time.perf_counter(), 0, 0.0
     try:
         with DeferredInterrupts() as interrupts:
             for array in embedder.embed_sentences(sentences(), batch_size):
-                index, text, n_tokens = pending.popleft()
+                skip_others()
+                index, text, n_tokens, _ = pending.popleft()
                 key = writer.key(index, text)
                 if key is None:
                     warn.unnamed(index, text)
@@ -138,6 +157,7 @@ def embed(input: str, output: str, *, model: str | None = None, options: str | N
                 if now - last_postfix > 0.5:
                     bar.set_postfix_str(f"{tokens_done / max(now - t0, 1e-9):,.0f} tokens/s", refresh=False)
                     last_postfix = now
+            skip_others()
             with interrupts.critical():
                 writer.finish()
             bar.set_postfix_str(f"{tokens_done / max(time.perf_counter() - t0, 1e-9):,.0f} tokens/s", refresh=False)
@@ -163,6 +183,20 @@ def embed(input: str, output: str, *, model: str | None = None, options: str | N
     if not quiet:
         print(f"{output}: {writer.done} lines, {tokens_done:,} tokens embedded in {seconds:.1f} s", file=sys.stderr)
     return 0
+
+
+def shard_of_this_process() -> tuple[int, int]:
+    """(rank, world size) under torchrun (its RANK and WORLD_SIZE), else (0, 1)."""
+    try:
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise UsageError(f"RANK={os.environ.get('RANK')!r} WORLD_SIZE={os.environ.get('WORLD_SIZE')!r}: not "
+                         "integers; run under torchrun, or unset them") from None
+
+
+def shard_path(output: str | Path, rank: int, world: int) -> Path:
+    """The file rank RANK of WORLD processes writes for OUTPUT (`elmo join-shards OUTPUT` joins them)."""
+    return Path(f"{output}.shard{rank}-of-{world}")
 
 
 def _partial_path(input: str, output: Path, resume: bool) -> Path:
@@ -246,9 +280,10 @@ class _EmbeddingWriter:
     last commit are deleted and the input's first lines are checked against the hash."""
 
     def __init__(self, path: Path, settings: dict, resume: bool, lines: io.TextIOWrapper,
-                 use_sentence_keys: bool, keep_index: bool):
+                 use_sentence_keys: bool, keep_index: bool, shard: tuple[int, int] = (0, 1)):
         self.path, self.settings = path, settings
         self.use_sentence_keys, self.keep_index = use_sentence_keys, keep_index
+        self.rank, self.world = shard
         self.sentence_to_index: dict[str, str] = {}
         self.hash = hashlib.sha256()
         self.done = self.committed = 0
@@ -294,7 +329,7 @@ class _EmbeddingWriter:
             name = self.name(index, text)
             if name is not None:
                 expected_keys.add(name)
-            self.line_done(text, index, commit=False)
+            self.line_done(text, index, commit=False, keep=index % self.world == self.rank)
         if self.hash.hexdigest() != state["sha256"]:
             f.close()
             raise UsageError(f"{path}: the input's first {state['lines']} lines are not those it was made from; "
@@ -322,9 +357,10 @@ class _EmbeddingWriter:
     def write(self, key: str, array) -> None:
         self.f.create_dataset(key, data=array)
 
-    def line_done(self, text: str, index: int, commit: bool = True) -> None:
+    def line_done(self, text: str, index: int, commit: bool = True, keep: bool = True) -> None:
+        """Line `index` is written (or, `keep` false, another process's to write)."""
         self.hash.update(text.encode("utf-8", "surrogatepass") + b"\n")
-        if self.keep_index:
+        if self.keep_index and keep:
             self.sentence_to_index[text] = str(index)
         self.done = index + 1
         if commit and (self.done - self.committed >= 256 or time.monotonic() - self.last_commit > 10):
@@ -391,3 +427,76 @@ class _Warnings:
             if len(indexes) > self.SHOWN:
                 first = ", ".join(str(i + 1) for i in indexes[:10])
                 self._print(f"{len(indexes)} lines {what}: lines {first}{', ...' if len(indexes) > 10 else ''}")
+
+
+def join_shards(output: str, *, remove_shards: bool = False) -> int:
+    """Join the shards of a torchrun `elmo embed` into one file, as one process would write it.
+
+    `torchrun --nproc_per_node N -m torch_elmo embed INPUT OUTPUT ...` (on one machine or many,
+    OUTPUT on a shared disk) has rank k embed the lines i with i % N == k into OUTPUT.shardk-of-N,
+    each written as its own .partial and resumable with --resume. This command checks that the N
+    shards are all there, complete, and made from the same input with the same settings and
+    model, then writes OUTPUT (through a temporary file): every dataset, and sentence_to_index
+    merged, the same keys and values as a single-process run.
+
+    Arguments:
+        output: the OUTPUT the shards were written for (they are OUTPUT.shardK-of-N).
+        remove_shards: delete the shards once OUTPUT is written. Default: keep them.
+    """
+    shards = _find_shards(output)
+    states = []
+    for path in shards:
+        try:
+            with h5py.File(path, "r") as f:
+                states.append(json.loads(f.attrs[EMBED_ATTR]))
+        except (OSError, KeyError, ValueError) as e:
+            raise UsageError(f"{path}: not a shard written by elmo embed ({e}); embed it again") from None
+    first = {k: v for k, v in states[0]["settings"].items() if k != "shard"}
+    for path, state in zip(shards, states):
+        if {k: v for k, v in state["settings"].items() if k != "shard"} != first or state["sha256"] != states[0]["sha256"]:
+            raise UsageError(f"{path}: made from another input, model or settings than {shards[0]}; embed the "
+                             "shards again with one torchrun command")
+    sentence_to_index: dict[str, str] = {}
+    keep_index = not first["forget_sentences"] and not first["use_sentence_keys"]
+    with atomic_path(output) as tmp, h5py.File(tmp, "w") as out:
+        pairs = []
+        for path in shards:
+            with h5py.File(path, "r") as f:
+                for name in f:
+                    if name == "sentence_to_index":
+                        pairs += json.loads(f[name][0]).items()
+                    elif name not in out:  # with --use-sentence-keys, a line repeated in two shards
+                        f.copy(name, out)
+        for sentence, index in sorted(pairs, key=lambda pair: int(pair[1])):  # the last occurrence wins, as in one run
+            sentence_to_index[sentence] = index
+        if keep_index:
+            out.create_dataset("sentence_to_index", (1,), dtype=h5py.string_dtype())[0] = json.dumps(sentence_to_index)
+        out.attrs[EMBED_ATTR] = json.dumps({"settings": first, "lines": states[0]["lines"],
+                                            "sha256": states[0]["sha256"], "complete": True})
+    if remove_shards:
+        for path in shards:
+            path.unlink()
+    print(f"{output}: {len(shards)} shards joined, {states[0]['lines']} lines", file=sys.stderr)
+    return 0
+
+
+def _find_shards(output: str) -> list[Path]:
+    """OUTPUT's N shards, in rank order, once all N are complete."""
+    found: dict[int, dict[int, Path]] = {}
+    for path in Path(output).parent.glob(glob.escape(Path(output).name) + ".shard*-of-*"):
+        match = re.fullmatch(re.escape(Path(output).name) + r"\.shard(\d+)-of-(\d+)(\.partial)?", path.name)
+        if match:
+            if match[3]:
+                raise UsageError(f"{path}: still being written, or interrupted; run the same torchrun command "
+                                 "with --resume, then join")
+            found.setdefault(int(match[2]), {})[int(match[1])] = path
+    if not found:
+        raise UsageError(f"{output}: no shards {output}.shardK-of-N; write them with torchrun ... elmo embed")
+    if len(found) > 1:
+        raise UsageError(f"{output}: shards of runs with {sorted(found)} processes; delete those of the other runs")
+    (world, ranks), = found.items()
+    missing = sorted(set(range(world)) - set(ranks))
+    if missing:
+        raise UsageError(f"{output}: the shards of rank(s) {missing} of {world} are missing; run the same torchrun "
+                         "command (with --resume if some finished)")
+    return [ranks[k] for k in range(world)]
