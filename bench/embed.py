@@ -1,10 +1,11 @@
-"""Embedding speed, ours against AllenNLP 2.10.1, side by side in one run.
+"""Embedding speed, ours against AllenNLP 2.10.1 and the original bilm-tf, side by side in one run.
 
 The job: embed a workload of real English sentences (Brown corpus, held-out documents), all three
 layers, stateless, float32, on `--threads` threads, with the original architecture
 (2x4096_512_2048cnn_2xhighway) and random weights written in the published HDF5 layout. Each
 implementation runs in its own interpreter (AllenNLP in the environment that
-../shared/peers/setup_allennlp.sh makes), gets a full warm-up pass, then passes alternate.
+../shared/peers/setup_allennlp.sh makes, bilm-tf in setup_bilm_tf.sh's, both where they exist),
+gets a full warm-up pass, then passes alternate.
 Prints tokens/s of each, the ratio, peak RSS of each, and our achieved model FLOP/s as a fraction
 of this machine's float32 matmul peak measured in the same run.
 
@@ -33,6 +34,7 @@ from torch_elmo import BiLM, BiLMConfig, read_options, save_bilm  # noqa: E402
 
 CACHE = ROOT / "data" / "bench"
 ALLENNLP_PYTHON = ROOT / ".peers" / "venv-allennlp" / "bin" / "python"
+BILM_TF_PYTHON = ROOT / ".peers" / "venv-bilm-tf" / "bin" / "python"
 
 
 def original_model(seed: int = 0) -> tuple[Path, Path]:
@@ -75,8 +77,9 @@ class Worker:
     def __init__(self, python: Path, impl: str, options: Path, weights: Path, work: Path, batch_size: int,
                  threads: int, extra: tuple[str, ...] = (), name: str | None = None):
         self.impl = name or impl
+        script = ["embed_worker_bilm_tf.py"] if impl == "bilm-tf" else ["embed_worker.py", impl]
         self.process = subprocess.Popen(
-            [str(python), str(ROOT / "bench" / "embed_worker.py"), impl, str(options), str(weights), str(work),
+            [str(python), str(ROOT / "bench" / script[0]), *script[1:], str(options), str(weights), str(work),
              "--batch-size", str(batch_size), "--threads", str(threads), *extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )
@@ -102,7 +105,9 @@ def main() -> None:
     parser.add_argument("--allennlp-input-order", action="store_true",
                         help="AllenNLP batches in input order, as its own tools do (default: grouped by length, "
                              "its fastest)")
-    parser.add_argument("--no-allennlp", action="store_true", help="time ours alone")
+    parser.add_argument("--no-allennlp", action="store_true", help="leave AllenNLP out")
+    parser.add_argument("--no-bilm-tf", action="store_true", help="leave bilm-tf out")
+    parser.add_argument("--bilm-tf-batch-size", type=int, default=64)
     parser.add_argument("--bf16", action="store_true",
                         help="also time ours in bfloat16 (not exact) and print its deviation from float32")
     args = parser.parse_args()
@@ -126,6 +131,15 @@ def main() -> None:
         a, b = (w.ask("check 8")["arrays"] for w in workers)
         diff = max(float(np.abs(np.array(x) - np.array(y)).max()) for x, y in zip(a, b))
         print(f"max |ours - allennlp| over 8 sentences, all layers: {diff:.2e} (float32, random weights)")
+    if not args.no_bilm_tf:
+        if not BILM_TF_PYTHON.exists():
+            raise SystemExit(f"{BILM_TF_PYTHON} missing: run bash ../shared/peers/setup_bilm_tf.sh .peers/venv-bilm-tf "
+                             "(or pass --no-bilm-tf)")
+        workers.append(Worker(BILM_TF_PYTHON, "bilm-tf", options, weights, work, args.bilm_tf_batch_size,
+                              args.threads, ("--by-length",)))
+        a, b = (w.ask("check 8")["arrays"] for w in (workers[0], workers[-1]))
+        diff = max(float(np.abs(np.array(x) - np.array(y)).max()) for x, y in zip(a, b))
+        print(f"max |ours - bilm-tf| over 8 sentences, all layers: {diff:.2e} (float32, random weights)")
 
     if args.bf16:
         workers.append(Worker(Path(sys.executable), "ours", options, weights, work, args.batch_size, args.threads,
@@ -160,6 +174,10 @@ def main() -> None:
         print(f"allennlp: {speed['allennlp']:7.0f} tokens/s (median), peak RSS {rss['allennlp']:.0f} MB, "
               f"batch {args.allennlp_batch_size}, {order}")
         print(f"ratio ours / allennlp: {speed['ours'] / speed['allennlp']:.2f}x")
+    if "bilm-tf" in speed:
+        print(f"bilm-tf:  {speed['bilm-tf']:7.0f} tokens/s (median), peak RSS {rss['bilm-tf']:.0f} MB, "
+              f"batch {args.bilm_tf_batch_size}, grouped by length")
+        print(f"ratio ours / bilm-tf: {speed['ours'] / speed['bilm-tf']:.2f}x")
 
 
 if __name__ == "__main__":
