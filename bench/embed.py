@@ -108,6 +108,8 @@ def main() -> None:
     parser.add_argument("--no-allennlp", action="store_true", help="leave AllenNLP out")
     parser.add_argument("--no-bilm-tf", action="store_true", help="leave bilm-tf out")
     parser.add_argument("--bilm-tf-batch-size", type=int, default=64)
+    parser.add_argument("--ablate", action="store_true",
+                        help="also time ours without the first layer's gates once per distinct token")
     parser.add_argument("--bf16", action="store_true",
                         help="also time ours in bfloat16 (not exact) and print its deviation from float32")
     args = parser.parse_args()
@@ -141,6 +143,9 @@ def main() -> None:
         diff = max(float(np.abs(np.array(x) - np.array(y)).max()) for x, y in zip(a, b))
         print(f"max |ours - bilm-tf| over 8 sentences, all layers: {diff:.2e} (float32, random weights)")
 
+    if args.ablate:
+        workers.append(Worker(Path(sys.executable), "ours", options, weights, work, args.batch_size, args.threads,
+                              ("--no-distinct-gates",), name="ours-every-position"))
     if args.bf16:
         workers.append(Worker(Path(sys.executable), "ours", options, weights, work, args.batch_size, args.threads,
                               ("--dtype", "bfloat16"), name="ours-bf16"))
@@ -166,6 +171,9 @@ def main() -> None:
     print(f"\nours:     {speed['ours']:7.0f} tokens/s (median), peak RSS {rss['ours']:.0f} MB, batch {args.batch_size}")
     achieved = needed / statistics.median(times["ours"])
     print(f"          {achieved / 1e9:.0f} GFLOP/s of model work = {achieved / peak:.0%} of the measured matmul peak")
+    if "ours-every-position" in speed:
+        print(f"ours, the first layer's gates at every position: {speed['ours-every-position']:6.0f} tokens/s; "
+              f"once per distinct token is {speed['ours'] / speed['ours-every-position']:.2f}x that")
     if "ours-bf16" in speed:
         print(f"ours bf16: {speed['ours-bf16']:6.0f} tokens/s (median), peak RSS {rss['ours-bf16']:.0f} MB: "
               f"{speed['ours-bf16'] / speed['ours']:.2f}x float32")

@@ -16,9 +16,11 @@ import numpy as np
 import torch
 
 
-def ours(options, weights, batch_size, dtype):
-    from torch_elmo import ElmoEmbedder
+def ours(options, weights, batch_size, dtype, distinct_gates=True):
+    from torch_elmo import BiLM, ElmoEmbedder
 
+    if not distinct_gates:  # the ablation: the first layer's gates at every position
+        BiLM.DISTINCT_TOKENS_AT_MOST = 0
     embedder = ElmoEmbedder(options, weights, dtype=getattr(torch, dtype))
 
     def embed(sentences):
@@ -77,11 +79,13 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--by-length", action="store_true", help="allennlp: batch sentences grouped by length")
+    parser.add_argument("--no-distinct-gates", action="store_true",
+                        help="ours: the first layer's input gates at every position, not once per distinct token")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sentences = [line.split() for line in open(args.workload, encoding="utf-8")]
     if args.impl == "ours":
-        embed = ours(args.options, args.weights, args.batch_size, args.dtype)
+        embed = ours(args.options, args.weights, args.batch_size, args.dtype, not args.no_distinct_gates)
     else:
         embed = allennlp(args.options, args.weights, args.batch_size, args.dtype, args.by_length)
     print(json.dumps({"ready": True}), flush=True)

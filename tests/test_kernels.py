@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from torch_elmo import BiLMConfig, batch_to_ids, load_bilm
+from torch_elmo import BiLMConfig, batch_to_ids, kernels, load_bilm
 from torch_elmo.kernels import Fused, _step_backward, _step_forward, step_backward
 from torch_elmo.model import CharCNN, LstmWithProjection
 
@@ -101,3 +101,24 @@ def test_max_over_windows_is_the_convolution_max_pooled():
     ids = batch_to_ids([["a", "bank", "x" * 48, "of"]])[0]
     torch.testing.assert_close(fast(ids), plain(ids), atol=1e-12, rtol=0)
     assert LstmWithProjection(2, 3, 2, None, None, implementation="plain").implementation == "plain"
+
+
+def test_the_first_layers_gates_once_per_distinct_token_change_nothing(options_file, weight_file, skip_model,
+                                                                       monkeypatch):
+    """Stateless embedding computes the first layer's input share of the gates once per distinct
+    token of the batch (kernels.lstm_inference with rows): the same vectors as computing it at
+    every position, and the path is taken when the batch repeats its tokens."""
+    sentences = [["the", "bank", "of", "the", "river"], ["the", "bank", "the", "bank"], ["a"], []]
+    taken = []
+    real = kernels.lstm_inference
+    monkeypatch.setattr(kernels, "lstm_inference", lambda *a: (taken.append(a[-1] is not None), real(*a))[1])
+    for files in ((options_file, weight_file), skip_model):
+        bilm = load_bilm(*files, dtype=torch.float64)
+        out = {}
+        for share in (0.75, 0.0):  # on (the default), off
+            monkeypatch.setattr(type(bilm), "DISTINCT_TOKENS_AT_MOST", share)
+            with torch.no_grad():
+                out[share] = bilm(batch_to_ids(sentences), boundaries=False).layers
+        for a, b in zip(out[0.75], out[0.0]):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    assert True in taken and False in taken  # both paths ran: 5 distinct tokens of 10

@@ -48,9 +48,14 @@ GATE_ROWS = 1024  # rows of the input-to-gates product computed at once
 
 def lstm_inference(x: torch.Tensor, w_input: torch.Tensor, bias: torch.Tensor, w_state: torch.Tensor,
                    w_proj: torch.Tensor | None, h: torch.Tensor, c: torch.Tensor, batch_sizes: list[int],
-                   cell_clip: float | None, proj_clip: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   cell_clip: float | None, proj_clip: float | None,
+                   rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x (D, N, I) packed, bias (D, 1, 4H) (forget offset included), h (D, B, P) and c (D, B, H)
     the sorted rows' initial state -> outputs (D, N, P) and every row's final h, c.
+
+    With `rows` (D, N), x is (D, U, I), U distinct inputs, and slot n of direction d reads
+    x[d, rows[d, n]]: the input's share of the gates is computed once per distinct input (a
+    (D, U, 4H) table) and each chunk gathers its rows from it.
 
     The input's share of the gates is computed a few steps at a time (at least GATE_ROWS rows a
     product): the speed of one large product with memory bounded whatever the batch. The chunks
@@ -64,6 +69,7 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor, bias: torch.Tensor, w
             chunks.append((start, end))
             start = end
     buffer = x.new_empty(D * max((b - a for a, b in chunks), default=0) * G)
+    table = torch.baddbmm(bias, x, w_input) if rows is not None else None  # (D, U, 4H)
     next_chunk = iter(chunks)
     outputs, done_h, done_c = [], [], []
     offset = chunk_start = chunk_end = 0
@@ -71,7 +77,11 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor, bias: torch.Tensor, w
         if offset == chunk_end:
             chunk_start, chunk_end = next(next_chunk)
             gates_x = buffer[: D * (chunk_end - chunk_start) * G].view(D, chunk_end - chunk_start, G)
-            torch.baddbmm(bias, x[:, chunk_start:chunk_end], w_input, out=gates_x)  # (D, rows, 4H)
+            if table is None:
+                torch.baddbmm(bias, x[:, chunk_start:chunk_end], w_input, out=gates_x)  # (D, rows, 4H)
+            else:
+                for d in range(D):
+                    torch.index_select(table[d], 0, rows[d, chunk_start:chunk_end], out=gates_x[d])
         if n < h.shape[1]:  # the shortest rows have ended: keep their final state
             done_h.append(h[:, n:])
             done_c.append(c[:, n:])

@@ -334,27 +334,31 @@ class LstmWithProjection(nn.Module):
                 h = h.clamp(-self.proj_clip, self.proj_clip)
         return h, c
 
-    def forward(self, x: torch.Tensor, batch_sizes: list[int],
-                state: LstmState | None = None) -> tuple[torch.Tensor, LstmState]:
+    def forward(self, x: torch.Tensor, batch_sizes: list[int], state: LstmState | None = None,
+                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, LstmState]:
         """x (D, N, I) packed -> outputs (D, N, P) packed, and each row's final (h, c).
 
         `state` holds each row's initial state (sorted order); rows that never run keep theirs.
+        With `rows` (D, N), x holds U distinct inputs (D, U, I) and slot n of direction d reads
+        x[d, rows[d, n]] (the fast kernel then computes the input's share of the gates once per
+        distinct input).
         """
-        rows = batch_sizes[0] if batch_sizes else 0
-        h, c = state if state is not None else self.zero_state(rows, x)
+        n_rows = batch_sizes[0] if batch_sizes else 0
+        h, c = state if state is not None else self.zero_state(n_rows, x)
         bias = (self.bias + self.forget_bias).unsqueeze(1)  # (D, 1, 4H)
         if self.implementation == "fast":
             needs_grad = torch.is_grad_enabled() and any(
                 t is not None and t.requires_grad for t in (x, h, c, self.w_input, self.bias, self.w_state, self.w_proj))
             if not needs_grad:  # ELMo embedding text, or frozen inside a task model
                 out, h, c = kernels.lstm_inference(x, self.w_input, bias, self.w_state, self.w_proj, h, c,
-                                                   batch_sizes, self.cell_clip, self.proj_clip)
+                                                   batch_sizes, self.cell_clip, self.proj_clip, rows)
                 return out, (h, c)
-            if not torch.is_autocast_enabled(x.device.type):  # training or fine-tuning
-                out, h, c = kernels.LstmThroughTime.apply(x, self.w_input, bias.squeeze(1), h, c, self.w_state,
-                                                          self.w_proj, tuple(batch_sizes), self.cell_clip,
-                                                          self.proj_clip)
-                return out, (h, c)
+        if rows is not None:  # every slot's own input
+            x = torch.stack([x[d, rows[d]] for d in range(x.shape[0])])  # (D, N, I)
+        if self.implementation == "fast" and not torch.is_autocast_enabled(x.device.type):  # training, fine-tuning
+            out, h, c = kernels.LstmThroughTime.apply(x, self.w_input, bias.squeeze(1), h, c, self.w_state,
+                                                      self.w_proj, tuple(batch_sizes), self.cell_clip, self.proj_clip)
+            return out, (h, c)
         gates_x = torch.baddbmm(bias, x, self.w_input)  # (D, N, 4H): the input's share, every step at once
         outputs, finished, offset = [], [], 0  # finished: final states of rows that ended, shortest last
         for n in batch_sizes:
@@ -384,14 +388,16 @@ class ElmoLstm(nn.Module):
             for k in range(config.n_layers)
         )
 
-    def forward(self, x: torch.Tensor, batch_sizes: list[int],
-                states: list[LstmState] | None = None) -> tuple[list[torch.Tensor], list[LstmState]]:
-        """x (D, N, P) packed -> every layer's output (D, N, P) packed, and final states."""
+    def forward(self, x: torch.Tensor, batch_sizes: list[int], states: list[LstmState] | None = None,
+                rows: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[LstmState]]:
+        """x (D, N, P) packed -> every layer's output (D, N, P) packed, and final states. With
+        `rows` (D, N), x is (D, U, P), the distinct inputs of the first layer (see
+        LstmWithProjection.forward)."""
         outputs, finals = [], []
         for k, layer in enumerate(self.layers):
             p = self.token_dropout if k == 0 else self.dropout
             x_in = F.dropout(x, p, self.training) if p else x
-            x, final = layer(x_in, batch_sizes, states[k] if states is not None else None)
+            x, final = layer(x_in, batch_sizes, states[k] if states is not None else None, rows if k == 0 else None)
             if self.use_skip_connections and k > 0:
                 x = x + x_in
             outputs.append(x)
@@ -439,6 +445,7 @@ class BiLM(nn.Module):
     """
 
     TOKEN_CHUNK = 256  # tokens through the char CNN at once: its largest activation is (256, 44, 1024) floats
+    DISTINCT_TOKENS_AT_MOST = 0.75  # stateless embedding: the first layer's gates once per token when U <= this x N
 
     def __init__(self, config: BiLMConfig, stateful: bool = False):
         super().__init__()
@@ -524,10 +531,32 @@ class BiLM(nn.Module):
         _, after_mark = self.lstm(first, [1])  # per layer (h (D, 1, P), c (D, 1, H))
         initial = [(h.expand(-1, B, -1).contiguous(), c.expand(-1, B, -1).contiguous()) for h, c in after_mark]
         packed = PackedBatch.from_lengths(lengths, T)
-        outputs, _ = self.lstm(packed.pack(tokens, D), packed.batch_sizes, initial)
+        x, rows = self._first_layer_input(char_ids, mask, tokens, packed)
+        outputs, _ = self.lstm(x, packed.batch_sizes, initial, rows)
         layers = [torch.cat([tokens] * D, dim=-1)]
         layers += [packed.unpack(out, B, T) for out in outputs]
         return BiLMOutput(layers, mask)
+
+    def _first_layer_input(self, char_ids: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor,
+                           packed: PackedBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The first LSTM layer's packed input (D, N, P), or, when the batch repeats its tokens
+        enough, its distinct token vectors (D, U, P) and each slot's row (D, N): the input's
+        share of the first layer's gates depends on the token alone (DISTINCT_TOKENS_AT_MOST:
+        the share of distinct tokens below which this pays; 0 turns it off)."""
+        D = self.config.n_directions
+        if self.training or self.config.implementation != "fast" or not self.DISTINCT_TOKENS_AT_MOST:
+            return packed.pack(tokens, D), None
+        unique, inverse = torch.unique(char_ids[mask], dim=0, return_inverse=True)  # (U, C), (N,)
+        if len(unique) > self.DISTINCT_TOKENS_AT_MOST * len(inverse):
+            return packed.pack(tokens, D), None
+        first = torch.empty(len(unique), dtype=torch.long, device=inverse.device)
+        first.scatter_(0, inverse.flip(0), torch.arange(len(inverse) - 1, -1, -1, device=inverse.device))
+        distinct = tokens[mask][first]  # (U, P): each distinct token's vector
+        slot_token = torch.full((mask.numel(),), -1, dtype=torch.long, device=inverse.device)
+        slot_token[mask.flatten()] = inverse  # flat position b * T + t -> its distinct token
+        index = (packed.forward_index, packed.backward_index)[:D]
+        rows = torch.stack([slot_token[i] for i in index])  # (D, N)
+        return distinct.unsqueeze(0).expand(D, -1, -1).contiguous(), rows
 
     def _token_vectors(self, ids: torch.Tensor, mask: torch.Tensor,
                        word_ids: torch.Tensor | None) -> torch.Tensor:
