@@ -480,10 +480,11 @@ def test_embed_killed_at_any_moment_resumes_to_the_same_file(tmp_path, capsys):
     assert main(["embed", str(src), str(reference), *args]) == 0
     expected = embedded(reference)
     kept = []  # lines each killed run had committed
-    for k, delay in enumerate([0.0, 0.4, 1.0]):
+    for k, size in enumerate([0, 100_000, 400_000]):  # bytes written when the kill comes (the whole is ~2 MB)
         out = tmp_path / f"out{k}.hdf5"
         partial = Path(str(out) + ".partial")
-        kill_when(elmo_process("embed", src, out, *args), partial.exists, delay)
+        kill_when(elmo_process("embed", src, out, *args),
+                  lambda: partial.exists() and partial.stat().st_size > size, 0.0)  # noqa: B023 (called at once)
         if partial.exists():
             with h5py.File(partial, "r") as f:
                 kept.append(json.loads(f.attrs["elmo_embed"])["lines"])
@@ -505,9 +506,15 @@ def test_training_killed_at_any_moment_resumes_to_the_same_model(tmp_path):
     config.write_text(json.dumps(dict(tiny_config(tmp_path / "run", max_updates=80, checkpoint_every=1).__dict__)))
     run = tmp_path / "run"
     steps = []  # where each killed run's last checkpoint was
-    for delay in (0.2, 1.0):
+    def reached(step: int) -> bool:  # checkpoints are renamed into place: reading one is safe
+        try:
+            return torch.load(run / "checkpoint.pt", weights_only=True)["step"] >= step
+        except (OSError, RuntimeError):
+            return False
+
+    for target in (3, 30):  # the kill comes once a checkpoint of this step is on disk
         command = ["train", "--config", config] if not (run / "checkpoint.pt").exists() else ["resume", run]
-        kill_when(elmo_process(*command), lambda: (run / "checkpoint.pt").exists(), delay)
+        kill_when(elmo_process(*command), lambda: reached(target), 0.0)  # noqa: B023 (called at once)
         if (run / "checkpoint.pt").exists():  # a kill mid-write may leave a temporary, never a half checkpoint
             steps.append(torch.load(run / "checkpoint.pt", weights_only=True)["step"])
     finish = ["resume", run] if (run / "checkpoint.pt").exists() else ["train", "--config", config]
