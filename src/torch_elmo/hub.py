@@ -107,6 +107,8 @@ _ALLENNLP_PAGE = "https://allennlp.org/elmo"
 _ALLENNLP_LICENCE = "none imposed (AllenNLP, allenai/allennlp#1462)"
 _1B_WORDS = "1 Billion Word Benchmark (about 800M tokens of WMT 2011 news crawl)"
 
+# One entry a published model, each a fact found on its publisher's page: the entries share their
+# shape on purpose (the `duplicates` tool pairs them), as rows of a table do.
 CATALOGUE: tuple[PublishedModel, ...] = (
     PublishedModel(
         "small", "Small (2x1024_128_2048cnn_1xhighway)",
