@@ -369,7 +369,7 @@ def test_a_file_that_cannot_be_created_is_a_fault_and_leaves_nothing(tmp_path, c
     real = h5py.File
 
     def denied(name, *args, **kwargs):
-        if str(name).endswith(".partial"):
+        if ".partial" in str(name):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(name))
         return real(name, *args, **kwargs)
 

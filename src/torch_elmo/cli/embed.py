@@ -291,11 +291,14 @@ class _EmbeddingWriter:
         self.last_commit = time.monotonic()
         if resume:
             self.f = self._reopen(lines)
-        else:
+        else:  # made under another name with its first progress record, then renamed: a kill at any
+            # moment leaves either no OUTPUT.partial or one that --resume can continue
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.f = h5py.File(path, "w")
-            self.file_created = True
+            new = path.with_name(path.name + ".new")
+            self.f = h5py.File(new, "w")
             self.commit()
+            os.replace(new, path)
+            self.file_created = True
 
     def _reopen(self, lines: io.TextIOWrapper):
         path = self.path
