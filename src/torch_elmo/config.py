@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
-from .errors import BadSettings, TrainError, format_problems, type_problems
+from .errors import BadSettings, TrainError, format_problems, out_of_range, type_problems
 from .formats import read_options
 from .model import BiLMConfig
 
@@ -73,10 +73,7 @@ class TrainConfig:
         mistyped = {name for name, _, _ in problems}
 
         def out_of(names, ok, expected):
-            for name in names:
-                value = getattr(self, name)
-                if name not in mistyped and value is not None and not ok(value):
-                    problems.append((name, value, expected))
+            problems.extend(out_of_range(self, names, ok, expected, skip=mistyped))
 
         out_of(("batch_size", "unroll_steps", "min_count", "eval_batch_size", "log_every", "max_updates",
                 "eval_every"), lambda v: v >= 1, "a positive integer")

@@ -132,3 +132,10 @@ def describe_os_error(e: OSError) -> tuple[bool, str]:
     what = e.strerror or str(e)
     user = isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError))
     return not user, f"{where}{what}"
+
+
+def out_of_range(obj, names, ok, expected: str, skip: set[str] = frozenset()) -> list[tuple[str, object, str]]:
+    """(name, value, expected) for each of obj's fields `names` whose value is set but not `ok`
+    (fields in `skip`, already reported as mistyped, are left out)."""
+    return [(name, getattr(obj, name), expected) for name in names
+            if name not in skip and getattr(obj, name) is not None and not ok(getattr(obj, name))]

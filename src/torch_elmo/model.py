@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from . import kernels
 from .chars import BOS_CHAR_IDS, EOS_CHAR_IDS, MAX_CHARS, N_CHARACTERS, PAD_CHAR
-from .errors import BadSettings, UsageError, type_problems
+from .errors import BadSettings, UsageError, out_of_range, type_problems
 
 NOT_ARCHITECTURE = {"architecture": False}  # field metadata: how a model runs or trains, not what it is
 
@@ -84,10 +84,7 @@ class BiLMConfig:
             problems.append(("filters", [list(f) if isinstance(f, tuple) else f for f in self.filters],
                              "a list of [width, n_filters] (positive integers)"))
         def out_of(names, ok, expected):
-            for name in names:
-                value = getattr(self, name)
-                if name not in mistyped and value is not None and not ok(value):
-                    problems.append((name, value, expected))
+            problems.extend(out_of_range(self, names, ok, expected, skip=mistyped))
 
         out_of(("char_embed_dim", "n_characters", "max_chars", "lstm_dim", "projection_dim", "n_layers"),
                lambda v: v >= 1, "a positive integer")
