@@ -27,7 +27,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import sys
 import time
 from collections import Counter, defaultdict
@@ -42,6 +41,7 @@ os.environ.setdefault("TORCH_ELMO_COMPILE", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/, recipes/, bench/ from a checkout
 
 from bench.downstream_data import brown_pos, rotten_tomatoes, wnut16  # noqa: E402
+from bench.workers import cpu_model  # noqa: E402
 from examples.data import Tagged, Vocabulary  # noqa: E402
 from examples.loop import Example, encode, score, train  # noqa: E402
 from examples.models import TaskConfig, TaskModel  # noqa: E402
@@ -259,15 +259,6 @@ def plot(results: list[dict], tasks: list[Task], out: Path) -> None:
     fig.savefig(out / "scores.png", dpi=110)
     weights_fig.tight_layout()
     weights_fig.savefig(out / "layer_weights.png", dpi=110)
-
-
-def cpu_model() -> str:
-    """The CPU's name from /proc/cpuinfo (Linux), else what platform says."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> None:

@@ -18,9 +18,7 @@ and this machine's float32 matmul rate and load average before and after (a shar
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -32,6 +30,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from workers import Worker, cpu_model  # noqa: E402
 
 from recipes import udhr  # noqa: E402
 
@@ -62,34 +62,9 @@ def workload(n_sentences: int) -> Path:
     return path
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-class Worker:
-    def __init__(self, python: Path, impl: str, model: Path, work: Path, batch_size: int, threads: int):
-        self.impl = impl
-        self.process = subprocess.Popen(
-            [str(python), "-W", "ignore", str(ROOT / "bench" / "efml_embed_worker.py"), impl, str(model), str(work),
-             "--batch-size", str(batch_size), "--threads", str(threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-        )
-        self.ask(None)
-
-    def ask(self, command: str | None) -> dict:
-        if command is not None:
-            self.process.stdin.write(command + "\n")
-            self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            raise SystemExit(f"the {self.impl} worker died (exit code {self.process.wait()})")
-        return json.loads(line)
+def worker(python: Path, impl: str, model: Path, work: Path, batch_size: int, threads: int) -> Worker:
+    return Worker([python, "-W", "ignore", ROOT / "bench" / "efml_embed_worker.py", impl, model, work,
+                   "--batch-size", batch_size, "--threads", threads], impl, cwd=ROOT)
 
 
 def main() -> None:
@@ -109,8 +84,8 @@ def main() -> None:
     print(f"workload: {len(sentences)} UDHR sentences in {len(LANGUAGES)} languages ({', '.join(LANGUAGES)}), "
           f"{n_tokens} tokens, {len({t for s in sentences for t in s})} distinct; published architecture, "
           f"random weights; float32, {args.threads} threads; CPU: {cpu_model()}; torch {torch.__version__}")
-    workers = [Worker(Path(sys.executable), "ours", model, work, args.batch_size, args.threads),
-               Worker(EFML_PYTHON, "theirs", model, work, args.efml_batch_size, args.threads)]
+    workers = [worker(Path(sys.executable), "ours", model, work, args.batch_size, args.threads),
+               worker(EFML_PYTHON, "theirs", model, work, args.efml_batch_size, args.threads)]
     a, b = (w.ask("check 16")["arrays"] for w in workers)
     diff = max(float(np.abs(np.array(x) - np.array(y)).max()) for x, y in zip(a, b))
     print(f"max |ours - theirs| over 16 sentences, all layers: {diff:.2e} (float32, a fresh state each batch)")

@@ -8,14 +8,11 @@ measures this process's float32 matmul rate, `exit` reports peak RSS and leaves.
 """
 
 import argparse
-import json
 import logging
-import resource
-import sys
-import time
 
-import numpy as np
 import torch
+from embed_worker import matmul_peak
+from workers import serve
 
 
 def ours(model, batch_size):
@@ -51,18 +48,6 @@ def theirs(model, batch_size):
     return embed
 
 
-def matmul_peak(seconds: float = 3.0) -> float:
-    """This process's float32 matmul rate (2048 x 2048), the best of a few seconds."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    best, end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        best = max(best, 4 * 2 * 2048**3 / (time.perf_counter() - t))
-    return best
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("impl", choices=["ours", "theirs"])
@@ -75,24 +60,7 @@ def main():
     sentences = [line.split(" ") if line.strip() else [] for line in
                  open(args.workload, encoding="utf-8").read().split("\n")[:-1]]
     embed = (ours if args.impl == "ours" else theirs)(args.model, args.batch_size)
-    print(json.dumps({"ready": True}), flush=True)
-    for line in sys.stdin:
-        command = line.split()
-        if command[0] == "pass":
-            t = time.perf_counter()
-            arrays = embed(sentences)
-            seconds = time.perf_counter() - t
-            print(json.dumps({"seconds": seconds, "tokens": sum(a.shape[1] for a in arrays)}), flush=True)
-        elif command[0] == "peak":
-            print(json.dumps({"flops": matmul_peak()}), flush=True)
-        elif command[0] == "check":
-            arrays = embed(sentences[: int(command[1])], fresh=True)
-            print(json.dumps({"arrays": [a.astype(np.float64).tolist() for a in arrays]}), flush=True)
-        elif command[0] == "exit":
-            rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(json.dumps({"peak_rss_mb": rss_mb}), flush=True)
-            return
-
+    serve(embed, sentences, peak=matmul_peak, check=lambda n: embed(sentences[:n], fresh=True))
 
 if __name__ == "__main__":
     main()

@@ -17,9 +17,7 @@ of this machine's float32 matmul peak measured in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,6 +26,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from workers import Worker  # noqa: E402
 
 from recipes import brown  # noqa: E402
 from torch_elmo import BiLM, BiLMConfig, read_options, save_bilm  # noqa: E402
@@ -73,26 +73,11 @@ def model_flops(config: BiLMConfig, sentences: list[list[str]]) -> tuple[float, 
     return cnn + lstm, lstm * positions + cnn * distinct
 
 
-class Worker:
-    def __init__(self, python: Path, impl: str, options: Path, weights: Path, work: Path, batch_size: int,
-                 threads: int, extra: tuple[str, ...] = (), name: str | None = None):
-        self.impl = name or impl
-        script = ["embed_worker_bilm_tf.py"] if impl == "bilm-tf" else ["embed_worker.py", impl]
-        self.process = subprocess.Popen(
-            [str(python), str(ROOT / "bench" / script[0]), *script[1:], str(options), str(weights), str(work),
-             "--batch-size", str(batch_size), "--threads", str(threads), *extra],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-        )
-        self.ask(None)
-
-    def ask(self, command: str | None) -> dict:
-        if command is not None:
-            self.process.stdin.write(command + "\n")
-            self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            raise SystemExit(f"the {self.impl} worker died (exit code {self.process.wait()})")
-        return json.loads(line)
+def worker(python: Path, impl: str, options: Path, weights: Path, work: Path, batch_size: int, threads: int,
+           extra: tuple[str, ...] = (), name: str | None = None) -> Worker:
+    script = ["embed_worker_bilm_tf.py"] if impl == "bilm-tf" else ["embed_worker.py", impl]
+    return Worker([python, ROOT / "bench" / script[0], *script[1:], options, weights, work,
+                   "--batch-size", batch_size, "--threads", threads, *extra], name or impl, cwd=ROOT)
 
 
 def main() -> None:
@@ -123,12 +108,12 @@ def main() -> None:
           f"{len({t for s in sentences for t in s})} distinct; model: {per_token / 1e6:.0f} MFLOP per token "
           f"position, the job needs {needed / 1e12:.2f} TFLOP; {args.threads} threads")
 
-    workers = [Worker(Path(sys.executable), "ours", options, weights, work, args.batch_size, args.threads)]
+    workers = [worker(Path(sys.executable), "ours", options, weights, work, args.batch_size, args.threads)]
     if not args.no_allennlp:
         if not ALLENNLP_PYTHON.exists():
             raise SystemExit(f"{ALLENNLP_PYTHON} missing: run bash ../shared/peers/setup_allennlp.sh .peers/venv-allennlp")
         extra = () if args.allennlp_input_order else ("--by-length",)
-        workers.append(Worker(ALLENNLP_PYTHON, "allennlp", options, weights, work, args.allennlp_batch_size,
+        workers.append(worker(ALLENNLP_PYTHON, "allennlp", options, weights, work, args.allennlp_batch_size,
                               args.threads, extra))
         a, b = (w.ask("check 8")["arrays"] for w in workers)
         diff = max(float(np.abs(np.array(x) - np.array(y)).max()) for x, y in zip(a, b))
@@ -137,17 +122,17 @@ def main() -> None:
         if not BILM_TF_PYTHON.exists():
             raise SystemExit(f"{BILM_TF_PYTHON} missing: run bash ../shared/peers/setup_bilm_tf.sh .peers/venv-bilm-tf "
                              "(or pass --no-bilm-tf)")
-        workers.append(Worker(BILM_TF_PYTHON, "bilm-tf", options, weights, work, args.bilm_tf_batch_size,
+        workers.append(worker(BILM_TF_PYTHON, "bilm-tf", options, weights, work, args.bilm_tf_batch_size,
                               args.threads, ("--by-length",)))
         a, b = (w.ask("check 8")["arrays"] for w in (workers[0], workers[-1]))
         diff = max(float(np.abs(np.array(x) - np.array(y)).max()) for x, y in zip(a, b))
         print(f"max |ours - bilm-tf| over 8 sentences, all layers: {diff:.2e} (float32, random weights)")
 
     if args.ablate:
-        workers.append(Worker(Path(sys.executable), "ours", options, weights, work, args.batch_size, args.threads,
+        workers.append(worker(Path(sys.executable), "ours", options, weights, work, args.batch_size, args.threads,
                               ("--no-distinct-gates",), name="ours-every-position"))
     if args.bf16:
-        workers.append(Worker(Path(sys.executable), "ours", options, weights, work, args.batch_size, args.threads,
+        workers.append(worker(Path(sys.executable), "ours", options, weights, work, args.batch_size, args.threads,
                               ("--dtype", "bfloat16"), name="ours-bf16"))
         a, b = (np.concatenate([np.array(x) for x in w.ask("check 30")["arrays"]], axis=1)
                 for w in (workers[0], workers[-1]))

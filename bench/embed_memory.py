@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from workers import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "bilm-tf" / "model"
 WORDS = ("the bank of a river went to deposit money she he and was muddy long time year people way day man "
@@ -45,14 +47,6 @@ def peak_rss_mib(argv: list[str]) -> tuple[float, float]:
     if status != 0:
         raise SystemExit(f"{' '.join(argv)}: exit status {status}")
     return usage.ru_maxrss / 1024, time.perf_counter() - start
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def main() -> None:

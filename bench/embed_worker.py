@@ -1,19 +1,12 @@
-"""One side of bench/embed.py: loads a model with one implementation and embeds the workload
-when told to, so that both implementations run in their own interpreter, alternated.
-
-Commands on stdin, one JSON line each on stdout: `pass` embeds the whole workload once,
-`peak` measures this process's float32 matmul rate, `check N` returns the first N sentences'
-vectors, `exit` reports peak RSS and leaves. Run by bench/embed.py, not by hand.
+"""One side of bench/embed.py: loads a model with one implementation (ours, AllenNLP) and answers
+bench/workers.py's commands. Run by bench/embed.py, not by hand.
 """
 
 import argparse
-import json
-import resource
-import sys
 import time
 
-import numpy as np
 import torch
+from workers import serve
 
 
 def ours(options, weights, batch_size, dtype, distinct_gates=True):
@@ -88,24 +81,7 @@ def main():
         embed = ours(args.options, args.weights, args.batch_size, args.dtype, not args.no_distinct_gates)
     else:
         embed = allennlp(args.options, args.weights, args.batch_size, args.dtype, args.by_length)
-    print(json.dumps({"ready": True}), flush=True)
-    for line in sys.stdin:
-        command = line.split()
-        if command[0] == "pass":
-            t = time.perf_counter()
-            arrays = embed(sentences)
-            seconds = time.perf_counter() - t
-            print(json.dumps({"seconds": seconds, "tokens": sum(a.shape[1] for a in arrays)}), flush=True)
-        elif command[0] == "peak":
-            print(json.dumps({"flops": matmul_peak()}), flush=True)
-        elif command[0] == "check":
-            arrays = embed(sentences[: int(command[1])])
-            print(json.dumps({"arrays": [a.astype(np.float64).tolist() for a in arrays]}), flush=True)
-        elif command[0] == "exit":
-            rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(json.dumps({"peak_rss_mb": rss_mb}), flush=True)
-            return
-
+    serve(embed, sentences, peak=matmul_peak)
 
 if __name__ == "__main__":
     main()

@@ -1,24 +1,19 @@
 """bench/embed.py's third side: the original implementation, bilm-tf (unmodified, from
 ../shared/peers/bilm-tf) on TensorFlow 2.x CPU through tf.compat.v1, in the environment that
-../shared/peers/setup_bilm_tf.sh makes. The same protocol as embed_worker.py (`pass`, `check N`,
-`exit` on stdin; one JSON line each on stdout). Stateless as the others: its LSTM state variables
+../shared/peers/setup_bilm_tf.sh makes, answering bench/workers.py's commands. Stateless as the others: its LSTM state variables
 are zeroed before every batch. Run by bench/embed.py, not by hand.
 """
 
 import argparse
 import contextlib
-import json
 import os
-import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 tf.disable_v2_behavior()
@@ -27,6 +22,7 @@ BILM_TF = Path(__file__).resolve().parents[2] / "shared" / "peers" / "bilm-tf"
 sys.path.insert(0, str(BILM_TF))
 
 from bilm import Batcher, BidirectionalLanguageModel  # noqa: E402
+from workers import serve  # noqa: E402
 
 
 def bilm_tf(options, weights, sentences, batch_size, threads, by_length):
@@ -73,21 +69,7 @@ def main():
     args = parser.parse_args()
     sentences = [line.split() for line in open(args.workload, encoding="utf-8")]
     embed = bilm_tf(args.options, args.weights, sentences, args.batch_size, args.threads, args.by_length)
-    print(json.dumps({"ready": True}), flush=True)
-    for line in sys.stdin:
-        command = line.split()
-        if command[0] == "pass":
-            t = time.perf_counter()
-            arrays = embed(sentences)
-            seconds = time.perf_counter() - t
-            print(json.dumps({"seconds": seconds, "tokens": sum(a.shape[1] for a in arrays)}), flush=True)
-        elif command[0] == "check":
-            arrays = embed(sentences[: int(command[1])])
-            print(json.dumps({"arrays": [a.astype(np.float64).tolist() for a in arrays]}), flush=True)
-        elif command[0] == "exit":
-            print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
-            return
-
+    serve(embed, sentences)
 
 if __name__ == "__main__":
     main()
