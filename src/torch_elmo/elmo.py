@@ -128,10 +128,13 @@ class ElmoEmbedder:
                           "use float32 here, bfloat16 on a GPU or a CPU with AMX", stacklevel=2)
         self.bilm = load_bilm(options_file, weight_file, dtype=dtype, device=self.device, stateful=stateful)
         self._batch_to_ids = getattr(self.bilm, "batch_to_ids", batch_to_ids)  # an EfmlBiLM has its own ids
-        self._token_rows: dict[str, int] = {}  # token -> row of bilm.word_cache (row 0: padding)
+        self._token_rows: dict[str, int] = {}  # token -> row of bilm.word_cache and of _token_chars (0: padding)
+        self._token_chars: torch.Tensor | None = None  # (cache + 1, C) each cached token's character ids
         if token_cache_size > 0:
             self.bilm.word_cache = torch.zeros(token_cache_size + 1, self.bilm.config.projection_dim,
                                                dtype=dtype, device=self.device)
+            width = self._batch_to_ids([["a"]]).shape[-1]  # the ids of a token: 50 chars, or an EfmlBiLM's own
+            self._token_chars = torch.zeros(token_cache_size + 1, width, dtype=torch.long, device=self.device)
 
     @classmethod
     def from_pretrained(cls, model: PathLike, *, weight_file: PathLike | None = None,
@@ -147,29 +150,38 @@ class ElmoEmbedder:
     @torch.inference_mode()
     def batch_to_embeddings(self, batch: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L+1, T, dim) activations without sentence boundaries, and the (B, T) mask."""
-        char_ids = self._batch_to_ids(batch).to(self.device)
-        output = self.bilm(char_ids, self._cached_word_ids(batch), boundaries=False)
+        char_ids, word_ids = self._ids(batch)
+        output = self.bilm(char_ids, word_ids, boundaries=False)
         return torch.stack(output.layers, dim=1), output.mask  # (B, L+1, T, dim), (B, T)
 
     def clear_token_cache(self) -> None:
         self._token_rows.clear()
 
-    def _cached_word_ids(self, batch: Sequence[Sequence[str]]) -> torch.Tensor | None:
-        """Rows of the token cache for a batch (B, T), adding its new tokens while there is room;
-        -1 sends a token through the char CNN."""
-        cache = self.bilm.word_cache
-        if cache is None:
-            return None
+    def _ids(self, batch: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch's character ids (B, T, C) and its rows of the token cache (B, T), or None
+        without a cache. A token is spelled out once, when it enters the cache; its vector and
+        its character ids are then looked up (spelling every token of every batch in Python
+        costs a small model as much as its LSTMs). Tokens that find the cache full get -1: they go
+        through the char CNN."""
+        if self._token_chars is None:
+            return self._batch_to_ids(batch).to(self.device), None
         rows = self._token_rows
-        room = cache.shape[0] - 1 - len(rows)
-        new = list(dict.fromkeys(t for sentence in batch for t in sentence if t not in rows))[:room]
-        if new:
+        room = self._token_chars.shape[0] - 1 - len(rows)
+        new = list(dict.fromkeys(t for sentence in batch for t in sentence if t not in rows))
+        if new[:room]:
             start = len(rows) + 1
-            cache[start : start + len(new)] = self.bilm.encode_tokens(self._batch_to_ids([new])[0].to(self.device))
-            rows.update((t, start + k) for k, t in enumerate(new))
+            new_chars = self._batch_to_ids([new[:room]])[0].to(self.device)  # (n, C)
+            self._token_chars[start : start + len(new_chars)] = new_chars
+            self.bilm.word_cache[start : start + len(new_chars)] = self.bilm.encode_tokens(new_chars)
+            rows.update((t, start + k) for k, t in enumerate(new[:room]))
         width = max((len(s) for s in batch), default=0)
-        return torch.tensor([[rows.get(t, -1) for t in s] + [0] * (width - len(s)) for s in batch],
-                            dtype=torch.long, device=self.device).view(len(batch), width)
+        word_ids = torch.tensor([[rows.get(t, -1) for t in s] + [0] * (width - len(s)) for s in batch],
+                                dtype=torch.long, device=self.device).view(len(batch), width)
+        char_ids = self._token_chars[word_ids.clamp(min=0)]  # (B, T, C); padding is row 0, all zeros
+        if len(new) > room:  # the cache is full: spell these out
+            uncached = word_ids < 0
+            char_ids[uncached] = self._batch_to_ids([[t for s in batch for t in s if t not in rows]])[0].to(self.device)
+        return char_ids, word_ids
 
     def embed_sentence(self, sentence: Sequence[str]) -> np.ndarray:
         return self.embed_batch([sentence])[0]

@@ -528,25 +528,32 @@ class BiLM(nn.Module):
         _, after_mark = self.lstm(first, [1])  # per layer (h (D, 1, P), c (D, 1, H))
         initial = [(h.expand(-1, B, -1).contiguous(), c.expand(-1, B, -1).contiguous()) for h, c in after_mark]
         packed = PackedBatch.from_lengths(lengths, T)
-        x, rows = self._first_layer_input(char_ids, mask, tokens, packed)
+        x, rows = self._first_layer_input(char_ids, mask, tokens, packed, word_ids)
         outputs, _ = self.lstm(x, packed.batch_sizes, initial, rows)
         layers = [torch.cat([tokens] * D, dim=-1)]
         layers += [packed.unpack(out, B, T) for out in outputs]
         return BiLMOutput(layers, mask)
 
     def _first_layer_input(self, char_ids: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor,
-                           packed: PackedBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
+                           packed: PackedBatch, word_ids: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The first LSTM layer's packed input (D, N, P), or, when the batch repeats its tokens
         enough, its distinct token vectors (D, U, P) and each slot's row (D, N): the input's
         share of the first layer's gates depends on the token alone (DISTINCT_TOKENS_AT_MOST:
-        the share of distinct tokens below which this pays; 0 turns it off)."""
+        the share of distinct tokens below which this pays; 0 turns it off). Tokens are told
+        apart by their cache rows where every one has a row, else by their character ids."""
         D = self.config.n_directions
         if self.training or self.config.implementation != "fast" or not self.DISTINCT_TOKENS_AT_MOST:
             return packed.pack(tokens, D), None
-        unique, inverse = torch.unique(char_ids[mask], dim=0, return_inverse=True)  # (U, C), (N,)
-        if len(unique) > self.DISTINCT_TOKENS_AT_MOST * len(inverse):
+        cached = word_ids[mask] if word_ids is not None and self.word_cache is not None else None
+        if cached is not None and bool(((cached > 0) & (cached < self.word_cache.shape[0])).all()):
+            inverse = torch.unique(cached, return_inverse=True)[1]  # (N,) each slot's distinct token
+        else:
+            inverse = torch.unique(char_ids[mask], dim=0, return_inverse=True)[1]
+        n_distinct = int(inverse.max()) + 1 if len(inverse) else 0
+        if n_distinct > self.DISTINCT_TOKENS_AT_MOST * len(inverse):
             return packed.pack(tokens, D), None
-        first = torch.empty(len(unique), dtype=torch.long, device=inverse.device)
+        first = torch.empty(n_distinct, dtype=torch.long, device=inverse.device)
         first.scatter_(0, inverse.flip(0), torch.arange(len(inverse) - 1, -1, -1, device=inverse.device))
         distinct = tokens[mask][first]  # (U, P): each distinct token's vector
         slot_token = torch.full((mask.numel(),), -1, dtype=torch.long, device=inverse.device)
