@@ -128,6 +128,19 @@ def test_float16_halves_the_file(tmp_path, capsys, embedder):
     assert (tmp_path / "f16.hdf5").stat().st_size < 0.75 * _float32_size(tmp_path, src)
 
 
+def test_int8_is_the_int8_embedder_and_near_float32(tmp_path, capsys, embedder):
+    src = write_lines(tmp_path / "in.txt", LINES)
+    assert elmo(capsys, "embed", src, tmp_path / "int8.hdf5", *MODEL_ARGS, "--int8")[0] == 0
+    arrays = datasets(tmp_path / "int8.hdf5")
+    int8 = ElmoEmbedder(OPTIONS, WEIGHTS, implementation="int8")
+    for i, (exact, quantized) in enumerate(zip(expected(embedder, LINES), expected(int8, LINES))):
+        np.testing.assert_array_equal(arrays[str(i)], quantized)
+        if exact.size:
+            assert np.abs(quantized[1:] - exact[1:]).mean() < 0.03 * np.abs(exact[1:]).mean()
+    with h5py.File(tmp_path / "int8.hdf5", "r") as f:
+        assert json.loads(f.attrs["elmo_embed"])["settings"]["int8"] is True
+
+
 def _float32_size(tmp_path, src) -> int:
     assert main(["embed", str(src), str(tmp_path / "f32.hdf5"), *MODEL_ARGS, "--quiet"]) == 0
     return (tmp_path / "f32.hdf5").stat().st_size

@@ -122,3 +122,54 @@ def test_the_first_layers_gates_once_per_distinct_token_change_nothing(options_f
         for a, b in zip(out[0.75], out[0.0]):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
     assert True in taken and False in taken  # both paths ran: 5 distinct tokens of 10
+
+
+# --------------------------------------------------------------------------------------------
+# int8: not exact, so tested for what it promises instead: the product of the quantized weight,
+# an error of the size int8 has, and refusals where it cannot run
+
+
+def test_int8_weight_multiplies_like_the_float_weight_to_int8_precision():
+    torch.manual_seed(0)
+    w = torch.randn(2, 64, 48)
+    x = torch.randn(2, 7, 64)
+    q = kernels.Int8Weight(w)
+    exact = torch.bmm(x, w)
+    for got in (q.bmm(x), q.baddbmm_(torch.ones(2, 7, 48), x) - 1):
+        relative = (got - exact).abs().mean() / exact.abs().mean()
+        assert relative < 0.03  # 7-bit inputs, 8-bit weights; a wrong layout would be ~1.4
+        assert torch.corrcoef(torch.stack([got.flatten(), exact.flatten()]))[0, 1] > 0.999
+    with pytest.raises(ValueError, match="float32 models on the CPU"):
+        kernels.Int8Weight(w.double())
+
+
+def test_the_int8_biLM_is_the_float_one_to_int8_precision(options_file, weight_file):
+    fast = load_bilm(options_file, weight_file)
+    int8 = load_bilm(options_file, weight_file, implementation="int8")
+    ids = batch_to_ids(SENTENCES)
+    with torch.no_grad():
+        a, b = fast(ids).layers, int8(ids).layers
+    torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-6)  # the char CNN is not quantized
+    for x, y in zip(a[1:], b[1:]):
+        relative = float((x - y).abs().mean() / x.abs().mean())
+        assert 0 < relative < 0.03
+
+
+def test_int8_weights_follow_changes_of_the_float_weights(options_file, weight_file):
+    bilm = load_bilm(options_file, weight_file, implementation="int8")
+    ids = batch_to_ids(SENTENCES)
+    with torch.no_grad():
+        before = bilm(ids).layers[2]
+        for p in bilm.lstm.parameters():
+            p.mul_(0.5)
+        after = bilm(ids).layers[2]
+    assert (before - after).abs().max() > 1e-3
+
+
+def test_int8_refuses_what_it_cannot_do(options_file, weight_file):
+    with pytest.raises(ValueError, match="float32 models on the CPU"):
+        load_bilm(options_file, weight_file, implementation="int8", dtype=torch.float64)
+    bilm = load_bilm(options_file, weight_file, implementation="int8")
+    bilm.requires_grad_(True)
+    with pytest.raises(ValueError, match="only embeds .no gradients.*implementation='fast'"):
+        bilm(batch_to_ids(SENTENCES))

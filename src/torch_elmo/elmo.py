@@ -118,15 +118,18 @@ class ElmoEmbedder:
 
     def __init__(self, options_file: PathLike | None = None, weight_file: PathLike | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 stateful: bool = False, token_cache_size: int = 50_000):
+                 stateful: bool = False, token_cache_size: int = 50_000, implementation: str = "fast"):
         """`token_cache_size`: how many distinct tokens keep their char-CNN vector across batches
-        (2 KB each for the original model), so that a repeated token never runs the CNN again."""
+        (2 KB each for the original model), so that a repeated token never runs the CNN again.
+        `implementation`: "fast" (exact, the default), "plain" (the readable reference), "int8"
+        (the LSTM's products in int8 on the CPU: faster for large models, not exact)."""
         options_file, weight_file = model_files(options_file, weight_file)
         self.device = torch.device(device)
         if dtype == torch.bfloat16 and self.device.type == "cpu" and not _cpu_has_bf16_matmul():
             warnings.warn("bfloat16 on this CPU (it has neither AVX-512 BF16 nor AMX) runs slower than float32; "
                           "use float32 here, bfloat16 on a GPU or a CPU with AMX", stacklevel=2)
-        self.bilm = load_bilm(options_file, weight_file, dtype=dtype, device=self.device, stateful=stateful)
+        self.bilm = load_bilm(options_file, weight_file, dtype=dtype, device=self.device, stateful=stateful,
+                              implementation=implementation)
         self._batch_to_ids = getattr(self.bilm, "batch_to_ids", batch_to_ids)  # an EfmlBiLM has its own ids
         self._token_rows: dict[str, int] = {}  # token -> row of bilm.word_cache and of _token_chars (0: padding)
         self._token_chars: torch.Tensor | None = None  # (cache + 1, C) each cached token's character ids

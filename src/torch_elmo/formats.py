@@ -19,7 +19,7 @@ import torch
 from . import hub
 from .chars import MAX_CHARS, N_CHARACTERS
 from .efml import load_efml
-from .errors import BadSettings, ElmoFormatError, describe_type, format_problems
+from .errors import BadSettings, ElmoFormatError, UsageError, describe_type, format_problems
 from .files import atomic_path
 from .model import BiLM, BiLMConfig
 
@@ -248,10 +248,16 @@ def load_bilm(options_file: str | os.PathLike, weight_file: str | os.PathLike | 
     """A BiLM with the published weights, in eval mode. Either file may be a URL (downloaded
     into the cache); without `weight_file`, `options_file` names a whole model: a published
     name, a folder or an archive (torch_elmo.hub). `implementation` "plain" runs without the
-    fast kernels (the reference they are tested against)."""
+    fast kernels (the reference they are tested against); "int8" quantizes the LSTM's products
+    (embedding on the CPU only, not exact)."""
     if weight_file is None or hub.is_url(options_file) or hub.is_url(weight_file):
         options_file, weight_file = hub.model_files(options_file, weight_file)
+    if implementation == "int8" and (dtype != torch.float32 or torch.device(device).type != "cpu"):
+        raise UsageError(f"implementation 'int8' runs float32 models on the CPU, not {dtype} on {device}: "
+                         "drop the dtype / device, or use implementation 'fast'")
     if weight_file is None:  # an ELMoForManyLangs model folder or zip (efml.py)
+        if implementation != "fast":
+            raise UsageError(f"ELMoForManyLangs models run with implementation 'fast' only, not {implementation!r}")
         return load_efml(options_file, dtype=dtype, device=device, stateful=stateful)
     config = replace(read_options(options_file), implementation=implementation)
     bilm = BiLM(config, stateful=stateful)

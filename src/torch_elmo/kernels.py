@@ -8,6 +8,8 @@ what its plain counterpart computes, to float rounding, and is tested against it
                        steps in one product, each step computed in place inside that buffer
     LstmThroughTime    an LSTM layer with autograd: forward and backward through time written
                        out, gate gradients in one buffer, weight gradients as one product each
+    Int8Weight         a weight for lstm_inference's products in int8 (dynamic quantization):
+                       faster on CPUs with int8 dot products, not exact ("int8" implementation)
 
 No module here imports the model: the model picks these by name and hands them tensors.
 Shapes: D directions, N packed tokens, n rows still running at a step, I input size, H cells,
@@ -21,6 +23,8 @@ import os
 import warnings
 
 import torch
+
+from .errors import UsageError
 
 # --------------------------------------------------------------------------------------------
 # Char CNN
@@ -46,8 +50,52 @@ def max_over_windows(chars: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 GATE_ROWS = 1024  # rows of the input-to-gates product computed at once
 
 
-def lstm_inference(x: torch.Tensor, w_input: torch.Tensor, bias: torch.Tensor, w_state: torch.Tensor,
-                   w_proj: torch.Tensor | None, h: torch.Tensor, c: torch.Tensor, batch_sizes: list[int],
+class Int8Weight:
+    """A (D, K, N) float32 weight as D int8 matrices, one scale per output column, packed for
+    PyTorch's dynamic-quantized linear (fbgemm / oneDNN: AVX2, AVX-512 VNNI, AMX): each product
+    quantizes its input per call (7-bit, `reduce_range`, which no CPU's int8 path overflows),
+    multiplies in int8 with int32 sums and returns float32. Not exact: bench/embed.py --int8
+    prints its deviation from float32."""
+
+    def __init__(self, weight: torch.Tensor):
+        if weight.dtype != torch.float32 or weight.device.type != "cpu":
+            raise UsageError(f"the int8 implementation runs float32 models on the CPU, not {weight.dtype} on "
+                             f"{weight.device.type}; load the model in float32 on the CPU, or use implementation='fast'")
+        self.shape, self.packed = weight.shape, []
+        with warnings.catch_warnings():  # quantized tensors are deprecated for torchao, which needs nn.Linear modules
+            warnings.simplefilter("ignore")
+            for w in weight.detach().transpose(1, 2):  # (N, K), the layout of nn.Linear
+                scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127
+                q = torch.quantize_per_channel(w.contiguous(), scale.double(), torch.zeros_like(scale, dtype=torch.long),
+                                               0, torch.qint8)
+                self.packed.append(torch.ops.quantized.linear_prepack(q, None))
+
+    def bmm(self, x: torch.Tensor) -> torch.Tensor:
+        """x (D, n, K) float32 -> x @ weight (D, n, N)."""
+        out = x.new_empty(x.shape[0], x.shape[1], self.shape[2])
+        for d, w in enumerate(self.packed):
+            out[d] = torch.ops.quantized.linear_dynamic(x[d].contiguous(), w, True)
+        return out
+
+    def baddbmm_(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """out (D, n, N) += x (D, n, K) @ weight, a direction at a time (no (D, n, N) temporary)."""
+        for d, w in enumerate(self.packed):
+            out[d].add_(torch.ops.quantized.linear_dynamic(x[d].contiguous(), w, True))
+        return out
+
+
+def _bmm(x: torch.Tensor, w: torch.Tensor | Int8Weight) -> torch.Tensor:
+    return w.bmm(x) if isinstance(w, Int8Weight) else torch.bmm(x, w)
+
+
+def _baddbmm_(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor | Int8Weight) -> torch.Tensor:
+    """out += x @ w, in place."""
+    return w.baddbmm_(out, x) if isinstance(w, Int8Weight) else out.baddbmm_(x, w)
+
+
+def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: torch.Tensor,
+                   w_state: torch.Tensor | Int8Weight, w_proj: torch.Tensor | Int8Weight | None,
+                   h: torch.Tensor, c: torch.Tensor, batch_sizes: list[int],
                    cell_clip: float | None, proj_clip: float | None,
                    rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x (D, N, I) packed, bias (D, 1, 4H) (forget offset included), h (D, B, P) and c (D, B, H)
@@ -62,14 +110,16 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor, bias: torch.Tensor, w
     share one buffer (a fresh buffer a chunk costs its page faults), and each step's slice of it
     is turned into that step's gates in place: no new (D, n, 4H) tensor a step.
     """
-    D, G, P = x.shape[0], bias.shape[-1], w_state.shape[1]
+    D, G, P = x.shape[0], bias.shape[-1], w_state.shape[1]  # w_* may be Int8Weight: the products in int8
     chunks, start = [], 0  # (first row, end row) of each chunk of whole steps
     for t, end in enumerate(itertools.accumulate(batch_sizes)):
         if end - start >= GATE_ROWS or t == len(batch_sizes) - 1:
             chunks.append((start, end))
             start = end
     buffer = x.new_empty(D * max((b - a for a, b in chunks), default=0) * G)
-    table = torch.baddbmm(bias, x, w_input) if rows is not None else None  # (D, U, 4H)
+    table = None  # (D, U, 4H)
+    if rows is not None:
+        table = w_input.bmm(x).add_(bias) if isinstance(w_input, Int8Weight) else torch.baddbmm(bias, x, w_input)
     next_chunk = iter(chunks)
     outputs, done_h, done_c = [], [], []
     offset = chunk_start = chunk_end = 0
@@ -78,7 +128,10 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor, bias: torch.Tensor, w
             chunk_start, chunk_end = next(next_chunk)
             gates_x = buffer[: D * (chunk_end - chunk_start) * G].view(D, chunk_end - chunk_start, G)
             if table is None:
-                torch.baddbmm(bias, x[:, chunk_start:chunk_end], w_input, out=gates_x)  # (D, rows, 4H)
+                if isinstance(w_input, Int8Weight):
+                    w_input.baddbmm_(gates_x.copy_(bias.expand_as(gates_x)), x[:, chunk_start:chunk_end])
+                else:
+                    torch.baddbmm(bias, x[:, chunk_start:chunk_end], w_input, out=gates_x)  # (D, rows, 4H)
             else:
                 for d in range(D):
                     torch.index_select(table[d], 0, rows[d, chunk_start:chunk_end], out=gates_x[d])
@@ -86,14 +139,14 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor, bias: torch.Tensor, w
             done_h.append(h[:, n:])
             done_c.append(c[:, n:])
             h, c = h[:, :n], c[:, :n]
-        gates = gates_x[:, offset - chunk_start : offset - chunk_start + n].baddbmm_(h, w_state)
+        gates = _baddbmm_(gates_x[:, offset - chunk_start : offset - chunk_start + n], h, w_state)
         i, j, f, o = gates.chunk(4, dim=-1)
         c = torch.mul(f.sigmoid_(), c).addcmul_(i.sigmoid_(), j.tanh_())  # new tensors: the buffer is reused
         if cell_clip is not None:
             c = c.clamp_(-cell_clip, cell_clip)
         h = torch.tanh(c).mul_(o.sigmoid_())
         if w_proj is not None:
-            h = torch.bmm(h, w_proj)  # (D, n, P)
+            h = _bmm(h, w_proj)  # (D, n, P)
             if proj_clip is not None:
                 h = h.clamp_(-proj_clip, proj_clip)
         offset += n

@@ -11,8 +11,9 @@ Read top to bottom:
 
 The two hot loops (the char CNN's convolutions, the LSTM over time) also have fast
 implementations in kernels.py, picked by `BiLMConfig.implementation` ("fast" by default,
-"plain" for the code below alone), the way transformers picks an attention implementation;
-the plain code is the reference the fast one is tested against.
+"plain" for the code below alone, "int8" fast with the LSTM's products quantized, to embed
+faster where exactness can go), the way transformers picks an attention implementation; the
+plain code is the reference the fast one is tested against.
 
 Shapes: B sentences, T tokens (sentence boundaries included), C = 50 chars per token, E the char
 embedding size, P the projection (token vector) size, H the LSTM cell size, D the number of
@@ -66,7 +67,8 @@ class BiLMConfig:
     dropout: float = field(default=0.0, metadata=NOT_ARCHITECTURE)
     # on the first layer's input instead (Kim et al.: 0); None: dropout
     token_dropout: float | None = field(default=None, metadata=NOT_ARCHITECTURE)
-    implementation: Literal["fast", "plain"] = field(default="fast", metadata=NOT_ARCHITECTURE)  # kernels.py or not
+    # kernels.py or not; "int8": fast, the LSTM products in int8 (embedding only, not exact)
+    implementation: Literal["fast", "plain", "int8"] = field(default="fast", metadata=NOT_ARCHITECTURE)
 
     def __post_init__(self):
         if isinstance(self.filters, (list, tuple)):  # JSON gives lists
@@ -312,6 +314,14 @@ class LstmWithProjection(nn.Module):
                 b = math.sqrt(6.0 / (self.w_proj.shape[1] + self.w_proj.shape[2]))
                 nn.init.uniform_(self.w_proj, -b, b)
 
+    def _int8_weights(self) -> tuple[kernels.Int8Weight, kernels.Int8Weight, kernels.Int8Weight | None]:
+        """The three weights quantized, made again whenever any of them has changed."""
+        weights = (self.w_input, self.w_state, self.w_proj)
+        key = tuple((w.data_ptr(), w._version) if w is not None else None for w in weights)
+        if getattr(self, "_int8", (None,))[0] != key:
+            self._int8 = key, tuple(kernels.Int8Weight(w) if w is not None else None for w in weights)
+        return self._int8[1]
+
     def zero_state(self, batch: int, like: torch.Tensor) -> LstmState:
         D = self.w_input.shape[0]
         return like.new_zeros(D, batch, self.state_dim), like.new_zeros(D, batch, self.hidden_dim)
@@ -343,13 +353,17 @@ class LstmWithProjection(nn.Module):
         n_rows = batch_sizes[0] if batch_sizes else 0
         h, c = state if state is not None else self.zero_state(n_rows, x)
         bias = (self.bias + self.forget_bias).unsqueeze(1)  # (D, 1, 4H)
-        if self.implementation == "fast":
+        if self.implementation != "plain":
             needs_grad = torch.is_grad_enabled() and any(
                 t is not None and t.requires_grad for t in (x, h, c, self.w_input, self.bias, self.w_state, self.w_proj))
             if not needs_grad:  # ELMo embedding text, or frozen inside a task model
-                out, h, c = kernels.lstm_inference(x, self.w_input, bias, self.w_state, self.w_proj, h, c,
+                weights = self._int8_weights() if self.implementation == "int8" else (self.w_input, self.w_state, self.w_proj)
+                out, h, c = kernels.lstm_inference(x, weights[0], bias, weights[1], weights[2], h, c,
                                                    batch_sizes, self.cell_clip, self.proj_clip, rows)
                 return out, (h, c)
+            if self.implementation == "int8":
+                raise UsageError("the int8 implementation only embeds (no gradients): train or fine-tune the biLM "
+                                 "with implementation='fast', or freeze it (requires_grad=False)")
         if rows is not None:  # every slot's own input
             x = torch.stack([x[d, rows[d]] for d in range(x.shape[0])])  # (D, N, I)
         if self.implementation == "fast" and not torch.is_autocast_enabled(x.device.type):  # training, fine-tuning
@@ -543,7 +557,7 @@ class BiLM(nn.Module):
         the share of distinct tokens below which this pays; 0 turns it off). Tokens are told
         apart by their cache rows where every one has a row, else by their character ids."""
         D = self.config.n_directions
-        if self.training or self.config.implementation != "fast" or not self.DISTINCT_TOKENS_AT_MOST:
+        if self.training or self.config.implementation == "plain" or not self.DISTINCT_TOKENS_AT_MOST:
             return packed.pack(tokens, D), None
         cached = word_ids[mask] if word_ids is not None and self.word_cache is not None else None
         if cached is not None and bool(((cached > 0) & (cached < self.word_cache.shape[0])).all()):
