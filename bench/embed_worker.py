@@ -9,17 +9,30 @@ import torch
 from workers import serve
 
 
-def ours(options, weights, batch_size, dtype, distinct_gates=True):
+def ours(options, weights, batch_size, dtype, distinct_gates=True, implementation="fast"):
     from torch_elmo import BiLM, ElmoEmbedder
 
     if not distinct_gates:  # the ablation: the first layer's gates at every position
         BiLM.DISTINCT_TOKENS_AT_MOST = 0
-    embedder = ElmoEmbedder(options, weights, dtype=getattr(torch, dtype))
+    extra = {"implementation": implementation} if implementation != "fast" else {}  # older commits lack it
+    embedder = ElmoEmbedder(options, weights, dtype=getattr(torch, dtype), **extra)
+
+    counted = {"first_layer_rows": 0}  # rows of the first layer's input product: distinct tokens, or every position
+    first_layer_input = getattr(embedder.bilm, "_first_layer_input", None)  # older commits lack it
+    if first_layer_input is not None:
+        def counting(*args, **kwargs):
+            x, rows = first_layer_input(*args, **kwargs)
+            counted["first_layer_rows"] += x.shape[1]
+            return x, rows
+
+        embedder.bilm._first_layer_input = counting
 
     def embed(sentences):
         embedder.clear_token_cache()  # each pass is a fresh job: no token vectors from the last one
+        counted["first_layer_rows"] = 0
         return list(embedder.embed_sentences(sentences, batch_size=batch_size))
 
+    embed.counts = lambda: dict(counted) if first_layer_input is not None else {}
     return embed
 
 
@@ -72,16 +85,18 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--by-length", action="store_true", help="allennlp: batch sentences grouped by length")
+    parser.add_argument("--implementation", default="fast", help="ours: fast, plain or int8")
     parser.add_argument("--no-distinct-gates", action="store_true",
                         help="ours: the first layer's input gates at every position, not once per distinct token")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sentences = [line.split() for line in open(args.workload, encoding="utf-8")]
     if args.impl == "ours":
-        embed = ours(args.options, args.weights, args.batch_size, args.dtype, not args.no_distinct_gates)
+        embed = ours(args.options, args.weights, args.batch_size, args.dtype, not args.no_distinct_gates,
+                     args.implementation)
     else:
         embed = allennlp(args.options, args.weights, args.batch_size, args.dtype, args.by_length)
-    serve(embed, sentences, peak=matmul_peak)
+    serve(embed, sentences, peak=matmul_peak, counts=getattr(embed, "counts", None))
 
 if __name__ == "__main__":
     main()

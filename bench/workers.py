@@ -3,7 +3,7 @@ own virtual environment), a worker that `serve`s commands on stdin, one JSON lin
 `Worker` drives one from the benchmark. Imports nothing heavy, so that every environment (torch,
 TensorFlow) can run it.
 
-    pass      embed the whole workload once -> {"seconds", "tokens"}
+    pass      embed the whole workload once -> {"seconds", "tokens"}, and what the worker counts
     peak      this process's float32 matmul rate -> {"flops"} (workers that can measure it)
     check N   the first N sentences' vectors -> {"arrays"}
     exit      peak RSS -> {"peak_rss_mb"}, and leave
@@ -22,8 +22,9 @@ from pathlib import Path
 
 
 def serve(embed: Callable[[list], list], sentences: list, *, peak: Callable[[], float] | None = None,
-          check: Callable[[int], list] | None = None) -> None:
-    """Answers the benchmark's commands until `exit`. `check(n)` defaults to embedding the first n."""
+          check: Callable[[int], list] | None = None, counts: Callable[[], dict] | None = None) -> None:
+    """Answers the benchmark's commands until `exit`. `check(n)` defaults to embedding the first n;
+    `counts()`, where given, adds what the worker counted during a pass to its reply."""
     import numpy as np
 
     check = check or (lambda n: embed(sentences[:n]))
@@ -34,7 +35,7 @@ def serve(embed: Callable[[list], list], sentences: list, *, peak: Callable[[], 
             t = time.perf_counter()
             arrays = embed(sentences)
             seconds = time.perf_counter() - t
-            reply = {"seconds": seconds, "tokens": sum(a.shape[1] for a in arrays)}
+            reply = {"seconds": seconds, "tokens": sum(a.shape[1] for a in arrays), **(counts() if counts else {})}
         elif command[0] == "peak" and peak is not None:
             reply = {"flops": peak()}
         elif command[0] == "check":
@@ -50,10 +51,10 @@ def serve(embed: Callable[[list], list], sentences: list, *, peak: Callable[[], 
 class Worker:
     """One worker process: `argv` runs it (its Python and script first), `name` says which in messages."""
 
-    def __init__(self, argv: Sequence[str | Path], name: str, cwd: Path | None = None):
+    def __init__(self, argv: Sequence[str | Path], name: str, cwd: Path | None = None, env: dict | None = None):
         self.impl = name
         self.process = subprocess.Popen([str(a) for a in argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        text=True, cwd=cwd)
+                                        text=True, cwd=cwd, env=env)
         self.ask(None)
 
     def ask(self, command: str | None) -> dict:
