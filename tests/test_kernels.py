@@ -54,6 +54,31 @@ def test_hand_written_backward_through_time_equals_autograd(proj_dim, clip, fuse
         assert step_backward.compiled not in (None, False)
 
 
+def test_training_with_the_first_layers_gates_once_per_distinct_input_changes_nothing():
+    """LstmThroughTime with `rows` (x holding U distinct inputs) against the same slots given each
+    its own input: outputs and every gradient equal (float64), also with repeated inputs per step."""
+    torch.manual_seed(1)
+    layer = LstmWithProjection(4, 5, 3, 0.5, 0.5, n_directions=2).double()
+    batch_sizes = [3, 3, 2, 1]
+    N, U = sum(batch_sizes), 4
+    rows = torch.randint(0, U, (2, N))
+    rows[:, 0] = rows[:, 1]  # two rows read the same input at one step
+    distinct = torch.randn(2, U, 4, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 3, 3, dtype=torch.float64)
+    c0 = torch.randn(2, 3, 5, dtype=torch.float64)
+
+    def run(with_rows):
+        layer.zero_grad()
+        distinct.grad = None
+        x = distinct if with_rows else torch.stack([distinct[d, rows[d]] for d in range(2)])
+        out, (h, c) = layer(x, batch_sizes, (h0, c0), rows if with_rows else None)
+        (out.square().sum() + h.sum() + c.square().sum()).backward()
+        return [out, h, c, distinct.grad] + [p.grad for p in layer.parameters()]
+
+    for a, b in zip(run(True), run(False)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
 def test_a_step_that_cannot_compile_runs_unfused_with_a_warning(monkeypatch):
     def no_compiler(fn, **kwargs):
         raise RuntimeError("no C++ compiler")

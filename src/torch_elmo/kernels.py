@@ -238,14 +238,20 @@ class LstmThroughTime(torch.autograd.Function):
     x (D, N, I) is the packed input, bias (D, 4H) the gates' bias (forget bias included); h0
     (D, B, P) and c0 (D, B, H) the initial state of the B sorted rows. Returns the outputs (D, N, P)
     and the final (h, c) of every row, as `LstmWithProjection.forward`; the plain implementation
-    there (autograd through `LstmWithProjection.step`) is what tests compare it with.
+    there (autograd through `LstmWithProjection.step`) is what tests compare it with. With `rows`
+    (D, N), x is (D, U, I), U distinct inputs, slot n of direction d reading x[d, rows[d, n]]:
+    the input's share of the gates and its two gradient products then cost U rows, not N (a
+    training batch repeats its frequent tokens; it applies where the first layer's input has
+    no dropout, whose masks differ from slot to slot).
     """
 
     @staticmethod
-    def forward(ctx, x, w_input, bias, h0, c0, w_state, w_proj, batch_sizes, cell_clip, proj_clip):
-        D, N, _ = x.shape
+    def forward(ctx, x, w_input, bias, h0, c0, w_state, w_proj, batch_sizes, cell_clip, proj_clip, rows=None):
         H = w_state.shape[2] // 4
         gates = torch.baddbmm(bias.unsqueeze(1), x, w_input)  # (D, N, 4H): every step at once
+        if rows is not None:  # gates was the (D, U, 4H) table of distinct inputs
+            gates = torch.stack([gates[d].index_select(0, rows[d]) for d in range(len(rows))])
+        D, N, _ = gates.shape
         m_all = x.new_empty(D, N, H) if w_proj is not None else None
         h, c = h0, c0
         steps = []  # per step: (i, j, f, o, c_prev, tanh(c), cell-clip mask, proj-clip mask)
@@ -276,12 +282,12 @@ class LstmThroughTime(torch.autograd.Function):
         P = w_state.shape[1]
         out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(D, 0, P)
         ctx.steps, ctx.batch_sizes = steps, batch_sizes
-        ctx.save_for_backward(x, w_input, gates, m_all, out, h0, w_state, w_proj)
+        ctx.save_for_backward(x, w_input, gates, m_all, out, h0, w_state, w_proj, rows)
         return out, torch.cat(done_h[::-1], dim=1), torch.cat(done_c[::-1], dim=1)
 
     @staticmethod
     def backward(ctx, grad_out, grad_h_final, grad_c_final):
-        x, w_input, gates, m_all, out, h0, w_state, w_proj = ctx.saved_tensors
+        x, w_input, gates, m_all, out, h0, w_state, w_proj, rows = ctx.saved_tensors
         steps, batch_sizes = ctx.steps, ctx.batch_sizes
         D, B, P = h0.shape
         H = w_state.shape[2] // 4
@@ -323,9 +329,15 @@ class LstmThroughTime(torch.autograd.Function):
         h_prev += [out[:, offsets[t - 1] : offsets[t - 1] + batch_sizes[t]] for t in range(1, len(batch_sizes))]
         grad_w_state = torch.bmm(torch.cat(h_prev, dim=1).transpose(1, 2), grad_gates) if h_prev else torch.zeros_like(w_state)
         grad_w_proj = torch.bmm(m_all.transpose(1, 2), grad_proj_in) if w_proj is not None else None
+        grad_bias = grad_gates.sum(dim=1)
+        if rows is not None:  # each distinct input's gradient: the sum over the slots that read it
+            table = grad_gates.new_zeros(D, x.shape[1], grad_gates.shape[2])
+            for d in range(D):
+                table[d].index_add_(0, rows[d], grad_gates[d])
+            grad_gates = table  # (D, U, 4H)
         grad_x = torch.bmm(grad_gates, w_input.transpose(1, 2)) if ctx.needs_input_grad[0] else None
         grad_w_input = torch.bmm(x.transpose(1, 2), grad_gates)
-        return (grad_x, grad_w_input, grad_gates.sum(dim=1), grad_h0, grad_c0, grad_w_state, grad_w_proj,
-                None, None, None)
+        return (grad_x, grad_w_input, grad_bias, grad_h0, grad_c0, grad_w_state, grad_w_proj,
+                None, None, None, None)
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .data import IGNORE_INDEX, LMBatch
 from .errors import UsageError
-from .model import BiLM, BiLMConfig, CharCNN, ElmoLstm, LstmState, encode_unique
+from .model import BiLM, BiLMConfig, CharCNN, ElmoLstm, LstmState
 from .softmax import LogUniformSampler, SoftmaxHead
 
 SOFTMAX_WEIGHT = "softmax/W"  # extra datasets of an exported weights.hdf5 that keeps the head
@@ -93,20 +93,25 @@ class LanguageModel(nn.Module):
             raise UsageError(f"expected {D} batches (one per direction), got {len(batches)}")
         B, T = batches[0].targets.shape
         device = self.head.weight.device
+        rows = None  # with the first layer's input once per distinct token: each slot's token (D, T * B)
         if self.word_input:
             ids = torch.stack([b.word_ids for b in batches]).transpose(1, 2).to(device)  # (D, T, B)
-            x = self.token_encoder(ids)  # (D, T, B, P)
+            x = self.token_encoder(ids).reshape(D, T * B, -1)  # (D, T * B, P)
         else:
             chars = torch.stack([b.char_ids for b in batches]).transpose(1, 2).to(device)  # (D, T, B, C)
-            x = encode_unique(self.token_encoder, chars.reshape(-1, chars.shape[-1]))  # (D * T * B, P)
-        x = x.reshape(D, T * B, -1)  # (D, T * B, P)
+            unique, inverse = torch.unique(chars.reshape(-1, chars.shape[-1]), dim=0, return_inverse=True)
+            vectors = self.token_encoder(unique)  # (U, P): the char CNN once per distinct token
+            if self.config.implementation == "fast" and len(unique) <= BiLM.DISTINCT_TOKENS_AT_MOST * len(inverse):
+                x, rows = vectors.unsqueeze(0).expand(D, -1, -1), inverse.view(D, T * B)  # (D, U, P)
+            else:
+                x = vectors[inverse].view(D, T * B, -1)
         if states is None:
             states = self.zero_states(B)
         elif any(b.restart is not None for b in batches):  # restarting rows begin from a zero state
             keep = torch.stack([~b.restart if b.restart is not None else torch.ones(B, dtype=torch.bool)
                                 for b in batches]).to(device).unsqueeze(-1)  # (D, B, 1)
             states = [(h * keep, c * keep) for h, c in states]
-        outputs, finals = self.lstm(x, [B] * T, states)
+        outputs, finals = self.lstm(x, [B] * T, states, rows)
         top = outputs[-1]  # (D, T * B, P)
         if self.config.dropout:
             top = F.dropout(top, self.config.dropout, self.training)  # bilm-tf: dropout before the softmax

@@ -364,12 +364,13 @@ class LstmWithProjection(nn.Module):
             if self.implementation == "int8":
                 raise UsageError("the int8 implementation only embeds (no gradients): train or fine-tune the biLM "
                                  "with implementation='fast', or freeze it (requires_grad=False)")
-        if rows is not None:  # every slot's own input
-            x = torch.stack([x[d, rows[d]] for d in range(x.shape[0])])  # (D, N, I)
         if self.implementation == "fast" and not torch.is_autocast_enabled(x.device.type):  # training, fine-tuning
             out, h, c = kernels.LstmThroughTime.apply(x, self.w_input, bias.squeeze(1), h, c, self.w_state,
-                                                      self.w_proj, tuple(batch_sizes), self.cell_clip, self.proj_clip)
+                                                      self.w_proj, tuple(batch_sizes), self.cell_clip, self.proj_clip,
+                                                      rows)
             return out, (h, c)
+        if rows is not None:  # every slot's own input
+            x = torch.stack([x[d, rows[d]] for d in range(x.shape[0])])  # (D, N, I)
         gates_x = torch.baddbmm(bias, x, self.w_input)  # (D, N, 4H): the input's share, every step at once
         outputs, finished, offset = [], [], 0  # finished: final states of rows that ended, shortest last
         for n in batch_sizes:
@@ -407,6 +408,8 @@ class ElmoLstm(nn.Module):
         outputs, finals = [], []
         for k, layer in enumerate(self.layers):
             p = self.token_dropout if k == 0 else self.dropout
+            if rows is not None and k == 0 and p and self.training:  # a dropout mask per slot: every slot's own input
+                x, rows = torch.stack([x[d, rows[d]] for d in range(x.shape[0])]), None
             x_in = F.dropout(x, p, self.training) if p else x
             x, final = layer(x_in, batch_sizes, states[k] if states is not None else None, rows if k == 0 else None)
             if self.use_skip_connections and k > 0:
