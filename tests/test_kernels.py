@@ -149,6 +149,24 @@ def test_the_first_layers_gates_once_per_distinct_token_change_nothing(options_f
     assert True in taken and False in taken  # both paths ran: 5 distinct tokens of 10
 
 
+def test_the_distinct_token_table_stays_within_its_memory_bound(options_file, weight_file, monkeypatch):
+    """Above DISTINCT_TABLE_BYTES the first layer reads every position instead: the same vectors."""
+    sentences = [["the", "bank", "of", "the", "river"], ["the", "bank", "the", "bank"]]
+    taken = []
+    real = kernels.lstm_inference
+    monkeypatch.setattr(kernels, "lstm_inference", lambda *a: (taken.append(a[-1] is not None), real(*a))[1])
+    bilm = load_bilm(options_file, weight_file, dtype=torch.float64)
+    out = []
+    for bound in (2**28, 1000):  # the fixture's table: 2 x 5 tokens x 4H float64 = 2,560 bytes
+        monkeypatch.setattr(type(bilm), "DISTINCT_TABLE_BYTES", bound)
+        taken.clear()
+        with torch.no_grad():
+            out.append(bilm(batch_to_ids(sentences), boundaries=False).layers)
+        assert any(taken) is (bound == 2**28)
+    for a, b in zip(*out):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
 # --------------------------------------------------------------------------------------------
 # int8: not exact, so tested for what it promises instead: the product of the quantized weight,
 # an error of the size int8 has, and refusals where it cannot run

@@ -460,6 +460,7 @@ class BiLM(nn.Module):
 
     TOKEN_CHUNK = 256  # tokens through the char CNN at once: its largest activation is (256, 44, 1024) floats
     DISTINCT_TOKENS_AT_MOST = 0.75  # stateless embedding: the first layer's gates once per token when U <= this x N
+    DISTINCT_TABLE_BYTES = 2**28  # ... and when their table (D, U, 4H) takes at most this much memory
 
     def __init__(self, config: BiLMConfig, stateful: bool = False):
         super().__init__()
@@ -557,7 +558,8 @@ class BiLM(nn.Module):
         """The first LSTM layer's packed input (D, N, P), or, when the batch repeats its tokens
         enough, its distinct token vectors (D, U, P) and each slot's row (D, N): the input's
         share of the first layer's gates depends on the token alone (DISTINCT_TOKENS_AT_MOST:
-        the share of distinct tokens below which this pays; 0 turns it off). Tokens are told
+        the share of distinct tokens below which this pays, 0 turns it off; DISTINCT_TABLE_BYTES
+        bounds the table's memory: 256 MiB is 4,096 distinct tokens of the original). Tokens are told
         apart by their cache rows where every one has a row, else by their character ids."""
         D = self.config.n_directions
         if self.training or self.config.implementation == "plain" or not self.DISTINCT_TOKENS_AT_MOST:
@@ -568,7 +570,8 @@ class BiLM(nn.Module):
         else:
             inverse = torch.unique(char_ids[mask], dim=0, return_inverse=True)[1]
         n_distinct = int(inverse.max()) + 1 if len(inverse) else 0
-        if n_distinct > self.DISTINCT_TOKENS_AT_MOST * len(inverse):
+        table_bytes = D * n_distinct * 4 * self.config.lstm_dim * tokens.element_size()
+        if n_distinct > self.DISTINCT_TOKENS_AT_MOST * len(inverse) or table_bytes > self.DISTINCT_TABLE_BYTES:
             return packed.pack(tokens, D), None
         first = torch.empty(n_distinct, dtype=torch.long, device=inverse.device)
         first.scatter_(0, inverse.flip(0), torch.arange(len(inverse) - 1, -1, -1, device=inverse.device))
