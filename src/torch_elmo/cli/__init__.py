@@ -53,7 +53,7 @@ def parse_docstring(fn: Callable) -> tuple[str, dict[str, str]]:
 def _add_command(subparsers, fn: Callable) -> None:
     description, helps = parse_docstring(fn)
     hints = typing.get_type_hints(fn)
-    parser = subparsers.add_parser(fn.__name__.replace("_", "-"), help=description.splitlines()[0],
+    parser = subparsers.add_parser(fn.__name__.replace("_", "-"), help=description.splitlines()[0].replace("%", "%%"),
                                    description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.set_defaults(_command=fn)
     for name, param in inspect.signature(fn).parameters.items():
@@ -61,7 +61,7 @@ def _add_command(subparsers, fn: Callable) -> None:
         args = typing.get_args(kind)
         if type(None) in args:  # X | None
             kind = next(a for a in args if a is not type(None))
-        spec: dict = {"help": helps[name]}
+        spec: dict = {"help": helps[name].replace("%", "%%")}  # argparse formats help with %
         if typing.get_origin(kind) is Literal:
             spec["choices"] = typing.get_args(kind)
         elif typing.get_origin(kind) is list:
