@@ -77,7 +77,7 @@ def npm(spec: str, directory: str | Path) -> Path:
 def pypi(spec: str, directory: str | Path, source: bool = False) -> Path:
     """`pip download --no-deps NAME==VERSION` once (the source archive with `source`); returns the
     downloaded file."""
-    directory = Path(directory)
+    directory = Path(directory).resolve()  # pip runs in it: a relative -d would nest
     directory.mkdir(parents=True, exist_ok=True)
     name = spec.split("==")[0].lower().replace("-", "_")
     found = [p for p in sorted(directory.iterdir()) if p.name.lower().replace("-", "_").startswith(name)]
