@@ -124,14 +124,16 @@ def main_metric(result: dict[str, float]) -> float:
 
 def train(model: TaskModel, train_set: Sequence[Example], dev_set: Sequence[Example], labels: Vocabulary, *,
           epochs: int = 10, lr: float = 1e-3, batch_size: int = 32, mix_l2: float = 0.0, seed: int = 0,
+          patience: int | None = None,
           train_layers: Sequence[np.ndarray] | None = None, dev_layers: Sequence[np.ndarray] | None = None,
           log=print) -> list[dict[str, float]]:
     """Adam over the trainable parameters; after each epoch the dev score, and the model ends with
-    the weights of its best dev epoch. Returns the dev scores per epoch."""
+    the weights of its best dev epoch (early stopping: with `patience`, training stops after that
+    many epochs without a better dev score, once it is above 0). Returns the dev scores per epoch."""
     torch.manual_seed(seed)
     shuffle = random.Random(seed)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    best, best_state, history = -1.0, None, []
+    best, best_state, best_epoch, history = -1.0, None, 0, []
     for epoch in range(1, epochs + 1):
         model.train()
         total, n = 0.0, 0
@@ -146,9 +148,43 @@ def train(model: TaskModel, train_set: Sequence[Example], dev_set: Sequence[Exam
         history.append(dev)
         log(f"epoch {epoch}: train loss {total / max(n, 1):.4f}, dev " + ", ".join(f"{k} {v:.4f}" for k, v in dev.items()))
         if main_metric(dev) > best:
-            best, best_state = main_metric(dev), copy.deepcopy(_trained_state(model))
+            best, best_state, best_epoch = main_metric(dev), copy.deepcopy(_trained_state(model)), epoch
+        elif patience is not None and best > 0 and epoch - best_epoch >= patience:  # all-O taggers score 0: go on
+            break
     model.load_state_dict(best_state, strict=False)
     return history
+
+
+def fit_probe(model: TaskModel, train_set: Sequence[Example], *, mix_l2: float = 0.0, l2: float = 1e-5,
+              max_iter: int = 100, batch_size: int = 256, train_layers: Sequence[np.ndarray] | None = None,
+              log=print) -> float:
+    """A linear probe fitted to convergence: full-batch L-BFGS (as probing work and scikit-learn's
+    logistic regression do) on the training loss plus `l2` ||W||^2, no dropout. A small-batch Adam
+    loop with early stopping leaves a linear probe on frozen vectors far from its optimum, which
+    would read as the vectors' fault. Returns the final training loss."""
+    model.eval()  # no dropout: the probe asks what is linearly in the vectors
+    data = [b for _, b in batches(train_set, batch_size, train_layers)]
+    n_targets = sum(int((b.targets != -100).sum()) for b in data)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.LBFGS(params, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        total = 0.0
+        for batch in data:  # the full-batch gradient, accumulated: mean over every target of the set
+            logits = model(batch)
+            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.targets.reshape(-1),
+                                               ignore_index=-100, reduction="sum") / n_targets
+            loss.backward()
+            total += loss.item()
+        penalty = l2 * model.output.weight.pow(2).sum() + mix_l2 * model.mix_penalty()
+        penalty.backward()
+        return torch.tensor(total + penalty.item())
+
+    optimizer.step(closure)
+    loss = float(closure())  # step() returns the first evaluation's loss, not the last
+    log(f"L-BFGS probe: training loss {loss:.4f}")
+    return loss
 
 
 def _trained_state(model: TaskModel) -> dict[str, torch.Tensor]:

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from examples.cli import main
-from examples.data import TaskDataError, Vocabulary, read_labelled, read_tagged
-from examples.loop import encode, load, save, score, train
+from examples.data import Tagged, TaskDataError, Vocabulary, read_labelled, read_tagged
+from examples.loop import encode, fit_probe, load, save, score, train
 from examples.metrics import bio_spans, span_f1
 from examples.models import TaskConfig, TaskModel
 
@@ -81,6 +81,41 @@ def test_tagger_trains_saves_reloads(tmp_path, options_file, weight_file):
     again, words2, labels2 = load(tmp_path / "tagger.pt")
     assert score(again, encode(sentences, words2, labels2, path), labels2) == before
     assert model.mix_penalty().item() > 0
+
+
+def _cached_task(n_sentences=40, dim=6, seed=0):
+    """Sentences of random cached 'biLM layers' (3, n, dim) whose tag is the sign of one feature
+    of layer 1: linearly separable through the mix, not through layer 0 or 2."""
+    g = torch.Generator().manual_seed(seed)
+    examples, layers = [], []
+    labels = Vocabulary.of_labels(["neg", "pos"])
+    for k in range(n_sentences):
+        array = torch.randn(3, 5, dim, generator=g)
+        tags = ["pos" if x > 0 else "neg" for x in array[1, :, 0]]
+        examples.append(encode([Tagged([f"w{k}"] * 5, tags, 1)], Vocabulary([]), labels, "toy")[0])
+        layers.append(array.numpy())
+    return examples, layers, labels
+
+
+def test_linear_probe_fitted_to_convergence():
+    examples, layers, labels = _cached_task()
+    config = TaskConfig("tag", len(labels), elmo="cached", layers="mix", n_elmo_layers=3, elmo_dim=6, encoder="linear")
+    torch.manual_seed(0)
+    model = TaskModel(config)
+    loss = fit_probe(model, examples, mix_l2=0.001, train_layers=layers, log=lambda _: None)
+    assert loss < 0.2  # separable: L-BFGS drives the loss down where a few Adam epochs would not
+    assert score(model, examples, labels, layers=layers)["accuracy"] > 0.97
+    assert model.scalar_mix().layer_weights.argmax().item() == 1  # the mix found the layer that carries the tag
+
+
+def test_early_stopping_waits_patience_epochs():
+    examples, layers, labels = _cached_task()
+    config = TaskConfig("tag", len(labels), elmo="cached", layers="0", n_elmo_layers=3, elmo_dim=6, hidden=4)
+    history = train(TaskModel(config), examples, examples[:5], labels, epochs=30, patience=2, lr=1e-3,
+                    train_layers=layers, dev_layers=layers[:5], log=lambda _: None)
+    scores = [h["accuracy"] for h in history]
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    assert len(scores) < 30 and len(scores) - 1 - best == 2  # stopped 2 epochs after its best
 
 
 def test_commands_end_to_end(tmp_path, options_file, weight_file, capsys):
