@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/, recip
 from bench.downstream_data import brown_pos, rotten_tomatoes, wnut16  # noqa: E402
 from bench.workers import cpu_model  # noqa: E402
 from examples.data import Tagged, Vocabulary  # noqa: E402
-from examples.loop import Example, encode, score, train  # noqa: E402
+from examples.loop import Example, encode, fit_probe, score, train  # noqa: E402
 from examples.models import TaskConfig, TaskModel  # noqa: E402
 from torch_elmo import ElmoEmbedder, default_model_files, read_options  # noqa: E402
 
@@ -76,10 +76,10 @@ class Run:
     subset: bool = False  # the fine-tuning comparison's smaller training set
 
 
-def runs_for(kind: str) -> list[Run]:
+def runs_for(kind: str, bilstm_probes: bool = True) -> list[Run]:
     runs = [Run("words", "protocol", True, "none"), Run("words + char CNN", "protocol", True, "none", char_cnn=True)]
     runs += [Run(f"words + ELMo {m}", "protocol", True, "cached", m) for m in ("top", "average", "mix")]
-    probes = (("linear", "linear probe"), ("bilstm", "BiLSTM probe")) if kind == "tag" else (("linear", "linear probe"),)
+    probes = (("linear", "linear probe"),) + ((("bilstm", "BiLSTM probe"),) if kind == "tag" and bilstm_probes else ())
     for encoder, group in probes:
         runs += [Run(f"{group}: {m if m in ('average', 'mix') else 'layer ' + m}", group, False, "cached", m,
                      encoder=encoder) for m in ("0", "1", "2", "average", "mix")]
@@ -158,10 +158,13 @@ def run_one(task: Task, run: Run, seed: int, args, model_files: tuple) -> dict:
     torch.manual_seed(seed)
     model = TaskModel(config)
     cached = run.elmo == "cached"
-    lr = args.lr * (10 if run.encoder == "linear" else 1)
     start = time.time()
-    train(model, train_set, dev_set, task.labels, epochs=epochs, lr=lr, batch_size=args.batch_size, mix_l2=args.mix_l2, seed=seed,
-          train_layers=train_layers if cached else None, dev_layers=dev_layers if cached else None, log=lambda _: None)
+    if run.encoder == "linear":  # fitted to convergence, no dropout (fit_probe says why)
+        fit_probe(model, train_set, mix_l2=args.mix_l2, train_layers=train_layers, log=lambda _: None)
+    else:
+        train(model, train_set, dev_set, task.labels, epochs=epochs, lr=args.lr, batch_size=args.batch_size,
+              mix_l2=args.mix_l2, seed=seed, patience=args.patience,
+              train_layers=train_layers if cached else None, dev_layers=dev_layers if cached else None, log=lambda _: None)
     result = score(model, task.encoded["test"], task.labels, task.train_words if task.kind == "tag" else None,
                    layers=task.layers["test"] if cached else None)
     mix = model.scalar_mix()
@@ -268,9 +271,10 @@ def main(argv=None) -> None:
     p.add_argument("--data", default="data", help="downloads in DATA/downloads, vector caches in DATA/downstream")
     p.add_argument("--out", default="runs/downstream")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=20, help="at most; --patience stops earlier")
+    p.add_argument("--patience", type=int, default=3, help="early stopping: epochs without a better dev score")
     p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam's (x10 for the linear probes)")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam's, for the BiLSTM task models")
     p.add_argument("--mix-l2", type=float, default=0.001, help="the paper's lambda")
     p.add_argument("--brown-train", type=int, default=1000)
     p.add_argument("--brown-test", type=int, default=800)
@@ -280,6 +284,12 @@ def main(argv=None) -> None:
     p.add_argument("--finetune-epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tasks", type=lambda v: v.lower().split(","), help="a comma-separated subset of "
+                   "brown,wnut-16,rotten (default: all); processes given disjoint subsets may share --out")
+    p.add_argument("--no-state-check", dest="state_check", action="store_false",
+                   help="the Brown linear probe on stateful against stateless vectors left out")
+    p.add_argument("--no-bilstm-probes", dest="bilstm_probes", action="store_false",
+                   help="the taggers' BiLSTM probes on frozen vectors left out (the longest runs)")
     p.add_argument("--report", action="store_true", help="no training: the table and plots of OUT/results.jsonl so far")
     p.add_argument("--quick", action="store_true", help="300-sentence sets, 1 seed, 2 epochs: a check that it runs")
     args = p.parse_args(argv)
@@ -295,7 +305,9 @@ def main(argv=None) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tasks = load_tasks(args)
+    tasks = [t for t in load_tasks(args) if args.tasks is None or t.name.split()[0].lower() in args.tasks]
+    if not tasks:
+        raise SystemExit(f"--tasks {','.join(args.tasks)}: none of brown, wnut-16, rotten")
     embedder = ElmoEmbedder(*files)
     for task in tasks:
         embed_all(task, embedder, cache)
@@ -306,9 +318,10 @@ def main(argv=None) -> None:
     done = {(r["task"], r["run"], r["seed"]) for r in results}
     extra = {}
     brown_task = tasks[0]
+    check_state = not args.report and args.state_check and brown_task.name.startswith("Brown")
     stateful = {s: embed_stateful(brown_task.splits[s], *files, cache / f"stateful-{s}.npz")
-                for s in ("train", "dev", "test")} if not args.report else {}
-    for label, layers in (("stateless", brown_task.layers), ("stateful", stateful)) if not args.report else ():
+                for s in ("train", "dev", "test")} if check_state else {}
+    for label, layers in (("stateless", brown_task.layers), ("stateful", stateful)) if check_state else ():
         scores = []
         for seed in range(args.seeds):
             probe = Task(brown_task.name, "tag", brown_task.splits, brown_task.words, brown_task.labels,
@@ -318,7 +331,8 @@ def main(argv=None) -> None:
         extra.setdefault(brown_task.name, {})[f"linear probe: mix, {label} vectors"] = \
             f"{np.mean(scores):.2f} ± {np.std(scores, ddof=1) if len(scores) > 1 else 0:.2f}"
         print(f"Brown linear probe on the mix, {label}: {extra[brown_task.name][f'linear probe: mix, {label} vectors']}")
-    jobs = [(seed, task, run) for seed in range(args.seeds) for task in tasks for run in runs_for(task.kind)]
+    jobs = [(seed, task, run) for seed in range(args.seeds) for task in tasks
+            for run in runs_for(task.kind, args.bilstm_probes)]
     for seed, task, run in jobs if not args.report else ():  # seeds outermost: a cut-short run has every model
         if (task.name, run.name, seed) in done:
             continue
