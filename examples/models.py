@@ -35,6 +35,7 @@ class TaskConfig:
     weight_file: str | None = None
     fine_tune: bool = False                             # live only: the biLM's weights learn too
     char_cnn: bool = False                              # a char CNN of the biLM's CNN size, from scratch
+                                                        # (its output layer-normalised)
     encoder: Literal["bilstm", "linear"] = "bilstm"
     hidden: int = 100                                   # per direction
     dropout: float = 0.5                                # on every input feature and before the output
@@ -80,6 +81,9 @@ class TaskModel(nn.Module):
         if config.char_cnn:
             bilm = read_options(config.options_file or default_model_files()[0])
             self.char_cnn = CharCNN(bilm)  # freshly initialised, bilm-tf's way
+            # Under Adam a CNN this wide learning from scratch grows its outputs (their spread tenfold in
+            # 25 updates) until the BiLSTM's gates saturate and nothing learns; normalised, it trains.
+            self.char_norm = nn.LayerNorm(bilm.token_dim)
             width += bilm.token_dim
         if config.elmo == "live":
             n_layers = read_options(config.options_file or default_model_files()[0]).n_layers + 1
@@ -118,7 +122,7 @@ class TaskModel(nn.Module):
         if self.config.n_words:
             parts.append(self.dropout(self.word_embedding(batch.words)))  # (B, T, word_dim)
         if self.config.char_cnn:
-            tokens = self.char_cnn(batch.chars[batch.mask])  # (N, P) for the N real tokens
+            tokens = self.char_norm(self.char_cnn(batch.chars[batch.mask]))  # (N, P) for the N real tokens
             vectors = tokens.new_zeros(*batch.mask.shape, tokens.shape[-1])
             vectors[batch.mask] = tokens
             parts.append(self.dropout(vectors))  # (B, T, P)
