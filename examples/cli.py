@@ -36,6 +36,7 @@ def parser(task: Literal["tag", "classify"]) -> argparse.ArgumentParser:
     t.add_argument("--char-cnn", action="store_true", help="add a char CNN (the biLM's size) trained from scratch")
     t.add_argument("--encoder", choices=["bilstm", "linear"], default="bilstm")
     t.add_argument("--fine-tune", action="store_true", help="train the biLM's weights too (requires_grad=True)")
+    t.add_argument("--bilm-lr", type=float, help="with --fine-tune: the biLM's learning rate (default: --lr)")
     t.add_argument("--mix-l2", type=float, default=0.0, help="lambda of the paper's lambda*||s||^2 (it used 0.001)")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--lr", type=float, default=1e-3)
@@ -78,7 +79,8 @@ def _train(task, args, read) -> int:
                         char_cnn=args.char_cnn, encoder=args.encoder, hidden=args.hidden, dropout=args.dropout)
     model = TaskModel(config)
     train(model, encode(train_sentences, words, labels, args.train), encode(dev_sentences, words, labels, args.dev),
-          labels, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, mix_l2=args.mix_l2, seed=args.seed)
+          labels, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, mix_l2=args.mix_l2, seed=args.seed,
+          bilm_lr=args.bilm_lr)
     save(args.save, model, words, labels)
     mix = model.scalar_mix()
     if mix is not None:

@@ -19,6 +19,8 @@ from .data import Labelled, Tagged, TaskDataError, Vocabulary
 from .metrics import accuracy, is_bio, span_f1
 from .models import Batch, TaskConfig, TaskModel
 
+BILM_PREFIX = "elmo._elmo_lstm."  # a live Elmo's biLM weights in a task model's state dict
+
 
 @dataclass
 class Example:
@@ -124,15 +126,21 @@ def main_metric(result: dict[str, float]) -> float:
 
 def train(model: TaskModel, train_set: Sequence[Example], dev_set: Sequence[Example], labels: Vocabulary, *,
           epochs: int = 10, lr: float = 1e-3, batch_size: int = 32, mix_l2: float = 0.0, seed: int = 0,
-          patience: int | None = None,
+          patience: int | None = None, bilm_lr: float | None = None,
           train_layers: Sequence[np.ndarray] | None = None, dev_layers: Sequence[np.ndarray] | None = None,
           log=print) -> list[dict[str, float]]:
     """Adam over the trainable parameters; after each epoch the dev score, and the model ends with
     the weights of its best dev epoch (early stopping: with `patience`, training stops after that
-    many epochs without a better dev score, once it is above 0). Returns the dev scores per epoch."""
+    many epochs without a better dev score, once it is above 0). A fine-tuned biLM's weights learn
+    at `bilm_lr` (default `lr`). Returns the dev scores per epoch."""
     torch.manual_seed(seed)
     shuffle = random.Random(seed)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in trainable if not n.startswith(BILM_PREFIX)]}]
+    bilm = [p for n, p in trainable if n.startswith(BILM_PREFIX)]
+    if bilm:
+        groups.append({"params": bilm, "lr": lr if bilm_lr is None else bilm_lr})
+    optimizer = torch.optim.Adam(groups, lr=lr)
     best, best_state, best_epoch, history = -1.0, None, 0, []
     for epoch in range(1, epochs + 1):
         model.train()
@@ -192,7 +200,7 @@ def _trained_state(model: TaskModel) -> dict[str, torch.Tensor]:
     state = model.state_dict()
     if model.config.fine_tune:
         return state
-    return {k: v for k, v in state.items() if not k.startswith("elmo._elmo_lstm.")}
+    return {k: v for k, v in state.items() if not k.startswith(BILM_PREFIX)}
 
 
 def save(path: str | os.PathLike, model: TaskModel, words: Vocabulary, labels: Vocabulary) -> None:
@@ -209,7 +217,7 @@ def load(path: str | os.PathLike) -> tuple[TaskModel, Vocabulary, Vocabulary]:
         raise TaskDataError(f"{path}: no such task model; train one with `train --save {path}`") from None
     model = TaskModel(TaskConfig(**saved["config"]))
     missing, unexpected = model.load_state_dict(saved["state"], strict=False)
-    stray = [k for k in missing if not k.startswith("elmo._elmo_lstm.")] + list(unexpected)
+    stray = [k for k in missing if not k.startswith(BILM_PREFIX)] + list(unexpected)
     if stray:
         raise TaskDataError(f"{path}: the saved weights do not fit the model ({', '.join(stray[:3])}); "
                             "was it written by another version? train it again")

@@ -85,6 +85,23 @@ def test_tagger_trains_saves_reloads(tmp_path, options_file, weight_file):
     assert model.mix_penalty().item() > 0
 
 
+def test_fine_tuned_bilm_learns_at_its_own_rate(tmp_path, options_file, weight_file):
+    path = write(tmp_path, "ner.tsv", NER)
+    sentences = read_tagged(path)
+    words = Vocabulary.of_words(s.tokens for s in sentences)
+    labels = Vocabulary.of_labels(t for s in sentences for t in s.tags)
+    examples = encode(sentences, words, labels, path)
+    model = TaskModel(TaskConfig("tag", len(labels), n_words=len(words), options_file=str(options_file),
+                                 weight_file=str(weight_file), fine_tune=True, hidden=4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, examples, examples, labels, epochs=1, lr=1e-2, bilm_lr=0.0, log=lambda _: None)
+    after = {k: v.clone() for k, v in model.state_dict().items()}
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert "output.weight" in changed and not any(k.startswith("elmo._elmo_lstm.") for k in changed)
+    train(model, examples, examples, labels, epochs=1, lr=1e-2, bilm_lr=1e-2, log=lambda _: None)
+    assert any(not torch.equal(after[k], v) for k, v in model.state_dict().items() if k.startswith("elmo._elmo_lstm."))
+
+
 def _cached_task(n_sentences=40, dim=6, seed=0):
     """Sentences of random cached 'biLM layers' (3, n, dim) whose tag is the sign of one feature
     of layer 1: linearly separable through the mix, not through layer 0 or 2."""

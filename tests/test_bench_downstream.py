@@ -1,0 +1,53 @@
+"""bench/downstream.py in small: every run of the benchmark's table on toy tasks with the fixture
+model, the table and the plots written (the benchmark itself fetches real data and takes an hour)."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.downstream import Task, embed_all, plot, prepare, run_one, runs_for, summarise  # noqa: E402
+from examples.data import Labelled, Tagged  # noqa: E402
+from torch_elmo import ElmoEmbedder  # noqa: E402
+
+WORDS = "the a cat dog sat ran on mat quickly slowly".split()
+TAGS = dict(zip(WORDS, "DT DT NN NN VBD VBD IN NN RB RB".split()))
+
+
+def _sentences(kind, n, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        tokens = [WORDS[i] for i in rng.integers(0, len(WORDS), rng.integers(2, 7))]
+        out.append(Tagged(tokens, [TAGS[t] for t in tokens], k + 1) if kind == "tag"
+                   else Labelled(tokens, "pos" if "cat" in tokens else "neg", k + 1))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["tag", "classify"])
+def test_every_run_of_the_table(tmp_path, options_file, weight_file, kind):
+    task = Task(f"toy {kind}", kind, {split: _sentences(kind, n, seed) for split, n, seed in
+                                      (("train", 24, 0), ("dev", 8, 1), ("test", 8, 2))})
+    prepare(task)
+    files = (str(options_file), str(weight_file))
+    embed_all(task, ElmoEmbedder(*files), tmp_path)
+    assert (tmp_path / f"{task.name}-train.npz").is_file()
+    standard = np.concatenate([a.astype(np.float32) for a in task.standardised_layers()["train"]], axis=1)
+    assert np.abs(standard.mean(axis=1)).max() < 1e-2 and np.abs(standard.std(axis=1) - 1).max() < 1e-2
+    args = argparse.Namespace(epochs=1, patience=1, lr=3e-3, batch_size=8, mix_l2=0.001, hidden=4,
+                              finetune_train=8, finetune_dev=4, finetune_epochs=1,
+                              finetune_bilm_lr=3e-4)
+    results = []
+    for run in runs_for(kind):
+        result = run_one(task, run, 0, args, files)
+        assert 0.0 <= result["accuracy"] <= 1.0
+        if run.layers == "mix" and run.elmo != "none":
+            assert sum(result["layer_weights"]) == pytest.approx(1.0)
+        results.append({"task": task.name, "run": run.name, "seed": 0, **result})
+    table = summarise(results, [task], {}, {}, args)
+    assert all(f"| {run.name} |" in table for run in runs_for(kind))
+    plot(results, [task], tmp_path)
+    assert (tmp_path / "scores.png").stat().st_size > 0 and (tmp_path / "layer_weights.png").stat().st_size > 0
