@@ -80,7 +80,7 @@ class Run:
     """One configuration of the task model."""
 
     name: str
-    group: str  # "protocol", "linear probe", "BiLSTM probe", "fine-tune"
+    group: str  # one of GROUPS' values
     words: bool
     elmo: str  # "none", "cached", "live"
     layers: str = "mix"
@@ -90,10 +90,14 @@ class Run:
     standardised: bool = False  # cached layers standardised per dimension (Task.standardised_layers)
 
 
+GROUPS = {"protocol": "protocol", "linear": "linear probe", "standardised": "standardised linear probe",
+          "bilstm": "BiLSTM probe", "fine-tune": "fine-tune"}  # --groups' names -> Run.group
+
+
 def runs_for(kind: str, bilstm_probes: bool = True) -> list[Run]:
     runs = [Run("words", "protocol", True, "none"), Run("words + char CNN", "protocol", True, "none", char_cnn=True)]
     runs += [Run(f"words + ELMo {m}", "protocol", True, "cached", m) for m in ("top", "average", "mix")]
-    probes = (("linear", "linear probe", False), ("linear", "linear probe, standardised", True))
+    probes = (("linear", "linear probe", False), ("linear", "standardised linear probe", True))
     probes += (("bilstm", "BiLSTM probe", False),) if kind == "tag" and bilstm_probes else ()
     for encoder, group, standardised in probes:
         runs += [Run(f"{group}: {m if m in ('average', 'mix') else 'layer ' + m}", group, False, "cached", m,
@@ -246,6 +250,27 @@ def summarise(results: list[dict], tasks: list[Task], baselines: dict, extra: di
     return "\n".join(lines)
 
 
+CARD_SECTION = "## Downstream"
+
+
+def write_card_section(card: Path, header: str, table: str) -> None:
+    """The model card's downstream section (this benchmark's table), replaced where the card has
+    one, the rest of the card kept; written to a temporary file and moved into place."""
+    if not card.is_file():
+        raise SystemExit(f"--card {card}: no such model card; give the MODEL_CARD.md beside the model's files")
+    text = card.read_text(encoding="utf-8")
+    section = f"{CARD_SECTION} (bench/downstream.py)\n\n{header}{table.rstrip()}\n"
+    start = text.find(f"\n{CARD_SECTION}")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[: start + 1] + section + (text[end:] if end >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    tmp = card.with_name(f".{card.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, card)
+
+
 def plot(results: list[dict], tasks: list[Task], out: Path) -> None:
     import matplotlib
 
@@ -264,7 +289,7 @@ def plot(results: list[dict], tasks: list[Task], out: Path) -> None:
             names.append(run.name)
             means.append(values.mean())
             errors.append(values.std(ddof=1) if len(values) > 1 else 0)
-            colours.append({"protocol": "C0", "linear probe": "C1", "linear probe, standardised": "C4",
+            colours.append({"protocol": "C0", "linear probe": "C1", "standardised linear probe": "C4",
                             "BiLSTM probe": "C2", "fine-tune": "C3"}[run.group])
             if run.layers == "mix" and run.elmo == "cached" and not run.subset:
                 mixes[run.name] = np.mean([r["layer_weights"] for r in rs], axis=0)
@@ -310,13 +335,21 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tasks", type=lambda v: v.lower().split(","), help="a comma-separated subset of "
                    "brown,wnut-16,rotten (default: all); processes given disjoint subsets may share --out")
+    p.add_argument("--groups", type=lambda v: v.lower().split(","), help="a comma-separated subset of "
+                   f"{','.join(GROUPS)} (default: all): the runs of those groups only")
     p.add_argument("--no-state-check", dest="state_check", action="store_false",
                    help="the Brown linear probe on stateful against stateless vectors left out")
     p.add_argument("--no-bilstm-probes", dest="bilstm_probes", action="store_false",
                    help="the taggers' BiLSTM probes on frozen vectors left out (the longest runs)")
+    p.add_argument("--card", type=Path, help="also write the table into this model card's downstream section "
+                   "(e.g. src/torch_elmo/default/MODEL_CARD.md), replacing the one it has")
     p.add_argument("--report", action="store_true", help="no training: the table and plots of OUT/results.jsonl so far")
     p.add_argument("--quick", action="store_true", help="300-sentence sets, 1 seed, 2 epochs: a check that it runs")
     args = p.parse_args(argv)
+    unknown = set(args.groups or ()) - set(GROUPS)
+    if unknown:
+        p.error(f"--groups {','.join(sorted(unknown))}: not among {','.join(GROUPS)}")
+    groups = {GROUPS[g] for g in args.groups} if args.groups else set(GROUPS.values())
     if args.quick:
         args.seeds, args.epochs, args.finetune_train, args.finetune_epochs = 1, 2, 60, 1
     torch.set_num_threads(args.threads)
@@ -356,7 +389,7 @@ def main(argv=None) -> None:
             f"{np.mean(scores):.2f} ± {np.std(scores, ddof=1) if len(scores) > 1 else 0:.2f}"
         print(f"Brown linear probe on the mix, {label}: {extra[brown_task.name][f'linear probe: mix, {label} vectors']}")
     jobs = [(seed, task, run) for seed in range(args.seeds) for task in tasks
-            for run in runs_for(task.kind, args.bilstm_probes)]
+            for run in runs_for(task.kind, args.bilstm_probes) if run.group in groups]
     for seed, task, run in jobs if not args.report else ():  # seeds outermost: a cut-short run has every model
         if (task.name, run.name, seed) in done:
             continue
@@ -371,6 +404,8 @@ def main(argv=None) -> None:
               f"model: {options}; machine: {cpu_model()}, {args.threads} threads; "
               f"PyTorch {torch.__version__}; {time.strftime('%Y-%m-%d')}\n\n")
     (out / "table.md").write_text(header + table)
+    if args.card:
+        write_card_section(args.card, header, table)
     print(header + table)
     plot(results, tasks, out)
     print(f"wrote {out / 'table.md'}, {out / 'scores.png'}, {out / 'layer_weights.png'}")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.downstream import Task, embed_all, plot, prepare, run_one, runs_for, summarise  # noqa: E402
+from bench.downstream import Task, embed_all, plot, prepare, run_one, runs_for, summarise, write_card_section  # noqa: E402
 from examples.data import Labelled, Tagged  # noqa: E402
 from torch_elmo import ElmoEmbedder  # noqa: E402
 
@@ -51,3 +51,19 @@ def test_every_run_of_the_table(tmp_path, options_file, weight_file, kind):
     assert all(f"| {run.name} |" in table for run in runs_for(kind))
     plot(results, [task], tmp_path)
     assert (tmp_path / "scores.png").stat().st_size > 0 and (tmp_path / "layer_weights.png").stat().st_size > 0
+
+
+def test_the_card_gets_one_downstream_section(tmp_path):
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text("# a model\n\n## Training\n\nfacts\n")
+    write_card_section(card, "Command: one\n\n", "| a | b |\n")
+    write_card_section(card, "Command: two\n\n", "| c | d |\n")
+    text = card.read_text()
+    assert text.count("## Downstream") == 1 and "Command: two" in text and "Command: one" not in text
+    assert text.startswith("# a model\n\n## Training\n\nfacts\n\n## Downstream")
+    card.write_text(text + "\n## Limitations\n\nsome\n")
+    write_card_section(card, "Command: three\n\n", "| e |\n")
+    text = card.read_text()
+    assert "Command: three" in text and "Command: two" not in text and text.endswith("## Limitations\n\nsome\n")
+    with pytest.raises(SystemExit, match="no such model card"):
+        write_card_section(tmp_path / "missing.md", "", "")
