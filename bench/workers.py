@@ -55,7 +55,7 @@ class Worker:
         self.impl = name
         self.process = subprocess.Popen([str(a) for a in argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         text=True, cwd=cwd, env=env)
-        self.ask(None)
+        self.ready = self.ask(None)  # the worker's first line
 
     def ask(self, command: str | None) -> dict:
         if command is not None:
@@ -65,6 +65,18 @@ class Worker:
         if not line:
             raise SystemExit(f"the {self.impl} worker died (exit code {self.process.wait()})")
         return json.loads(line)
+
+
+def old_tree(commit: str, root: Path, cache: Path) -> Path:
+    """A checkout of `commit` of the repository at `root` (a git worktree under `cache`, made once):
+    its src/ goes first on an old worker's PYTHONPATH."""
+    sha = subprocess.run(["git", "rev-parse", "--short", commit], cwd=root, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    tree = cache / f"commit-{sha}"
+    if not (tree / "src" / "torch_elmo").exists():
+        subprocess.run(["git", "worktree", "add", "--detach", "-f", str(tree), sha], cwd=root, check=True,
+                       capture_output=True)
+    return tree
 
 
 def cpu_model() -> str:
