@@ -356,8 +356,11 @@ def main(argv=None) -> None:
     files = (args.options, args.weights)
     options = args.options or str(default_model_files()[0])
     read_options(options)
-    key = hashlib.sha1(f"{Path(options).resolve()}|{args.weights}|{args.quick}|{args.brown_train}|{args.brown_test}|"
-                       f"{args.rt_train}".encode()).hexdigest()[:10]
+    # the cached vectors are a model's: its weights file by path, size and time, so a rebuilt model embeds anew
+    weights = Path(args.weights or default_model_files()[1]).resolve()
+    stat = weights.stat()
+    key = hashlib.sha1(f"{Path(options).resolve()}|{weights}|{stat.st_size}|{stat.st_mtime_ns}|{args.quick}|"
+                       f"{args.brown_train}|{args.brown_test}|{args.rt_train}".encode()).hexdigest()[:10]
     cache = Path(args.data) / "downstream" / key
     cache.mkdir(parents=True, exist_ok=True)
     out = Path(args.out)
