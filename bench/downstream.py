@@ -358,6 +358,8 @@ def main(argv=None) -> None:
     read_options(options)
     # the cached vectors are a model's: its weights file by path, size and time, so a rebuilt model embeds anew
     weights = Path(args.weights or default_model_files()[1]).resolve()
+    if not weights.is_file():
+        p.error(f"--weights {weights}: no such file; give the model's weights.hdf5")
     stat = weights.stat()
     key = hashlib.sha1(f"{Path(options).resolve()}|{weights}|{stat.st_size}|{stat.st_mtime_ns}|{args.quick}|"
                        f"{args.brown_train}|{args.brown_test}|{args.rt_train}".encode()).hexdigest()[:10]
