@@ -37,8 +37,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# the fine-tuned runs' batches vary in shape: torch.compile would recompile the LSTM backward for each
-os.environ.setdefault("TORCH_ELMO_COMPILE", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/, recipes/, bench/ from a checkout
 
 from bench.downstream_data import brown_pos, rotten_tomatoes, wnut16  # noqa: E402
@@ -47,6 +45,7 @@ from examples.data import Tagged, Vocabulary  # noqa: E402
 from examples.loop import Example, encode, fit_probe, score, train  # noqa: E402
 from examples.models import TaskConfig, TaskModel  # noqa: E402
 from torch_elmo import ElmoEmbedder, default_model_files, read_options  # noqa: E402
+from torch_elmo.kernels import Fused  # noqa: E402
 
 
 @dataclass
@@ -353,6 +352,9 @@ def main(argv=None) -> None:
     if args.quick:
         args.seeds, args.epochs, args.finetune_train, args.finetune_epochs = 1, 2, 60, 1
     torch.set_num_threads(args.threads)
+    # the fine-tuned runs' batches vary in shape: torch.compile would recompile the LSTM backward for each
+    # (set here, not at import: importing this module, as its test does, must not change the process)
+    Fused.enabled = os.environ.get("TORCH_ELMO_COMPILE", "0") != "0"
     files = (args.options, args.weights)
     options = args.options or str(default_model_files()[0])
     read_options(options)
