@@ -66,12 +66,17 @@ def test_unknown_label_names_its_line(tmp_path):
         encode(read_tagged(path), Vocabulary([]), labels, path)
 
 
-def test_tagger_trains_saves_reloads(tmp_path, options_file, weight_file):
+def _ner_task(tmp_path):
+    """The NER file, its sentences, vocabularies and examples."""
     path = write(tmp_path, "ner.tsv", NER)
     sentences = read_tagged(path)
     words = Vocabulary.of_words(s.tokens for s in sentences)
     labels = Vocabulary.of_labels(t for s in sentences for t in s.tags)
-    examples = encode(sentences, words, labels, path)
+    return path, sentences, words, labels, encode(sentences, words, labels, path)
+
+
+def test_tagger_trains_saves_reloads(tmp_path, options_file, weight_file):
+    path, sentences, words, labels, examples = _ner_task(tmp_path)
     config = TaskConfig("tag", len(labels), n_words=len(words), options_file=str(options_file),
                         weight_file=str(weight_file), char_cnn=True, hidden=8)
     model = TaskModel(config)
@@ -86,11 +91,7 @@ def test_tagger_trains_saves_reloads(tmp_path, options_file, weight_file):
 
 
 def test_fine_tuned_bilm_learns_at_its_own_rate(tmp_path, options_file, weight_file):
-    path = write(tmp_path, "ner.tsv", NER)
-    sentences = read_tagged(path)
-    words = Vocabulary.of_words(s.tokens for s in sentences)
-    labels = Vocabulary.of_labels(t for s in sentences for t in s.tags)
-    examples = encode(sentences, words, labels, path)
+    path, sentences, words, labels, examples = _ner_task(tmp_path)
     model = TaskModel(TaskConfig("tag", len(labels), n_words=len(words), options_file=str(options_file),
                                  weight_file=str(weight_file), fine_tune=True, hidden=4))
     before = {k: v.clone() for k, v in model.state_dict().items()}
