@@ -5,7 +5,8 @@ Tomatoes sentiment; bench/downstream_data.py fetches them by package name and sp
 The paper's protocol first: a task model with its own learned word embeddings (a BiLSTM; for
 sentences, max-pooled), without ELMo, with a character CNN trained from scratch (the biLM's CNN
 size), and with ELMo concatenated (top layer, plain average, learned mix with the paper's
-lambda ||s||^2). Then probes on frozen vectors alone: a linear probe (fitted by L-BFGS, on the raw
+lambda ||s||^2; and the mix beside both word embeddings and the char CNN, as the paper's baseline
+models had both). Then probes on frozen vectors alone: a linear probe (fitted by L-BFGS, on the raw
 vectors and on vectors standardised per dimension) and the small BiLSTM over layer 0, 1, 2, the
 average and the learned mix. Then the learned mix with the biLM fine-tuned
 (`Elmo(requires_grad=True)` in the loop), bounded to a subset and fewer epochs, against the frozen
@@ -96,6 +97,8 @@ GROUPS = {"protocol": "protocol", "linear": "linear probe", "standardised": "sta
 def runs_for(kind: str, bilstm_probes: bool = True) -> list[Run]:
     runs = [Run("words", "protocol", True, "none"), Run("words + char CNN", "protocol", True, "none", char_cnn=True)]
     runs += [Run(f"words + ELMo {m}", "protocol", True, "cached", m) for m in ("top", "average", "mix")]
+    # the paper's baseline models read both words and characters: ELMo added to the stronger baseline
+    runs += [Run("words + char CNN + ELMo mix", "protocol", True, "cached", "mix", char_cnn=True)]
     probes = (("linear", "linear probe", False), ("linear", "standardised linear probe", True))
     probes += (("bilstm", "BiLSTM probe", False),) if kind == "tag" and bilstm_probes else ()
     for encoder, group, standardised in probes:

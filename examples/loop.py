@@ -131,8 +131,11 @@ def train(model: TaskModel, train_set: Sequence[Example], dev_set: Sequence[Exam
           log=print) -> list[dict[str, float]]:
     """Adam over the trainable parameters; after each epoch the dev score, and the model ends with
     the weights of its best dev epoch (early stopping: with `patience`, training stops after that
-    many epochs without a better dev score, once it is above 0). A fine-tuned biLM's weights learn
-    at `bilm_lr` (default `lr`). Returns the dev scores per epoch."""
+    many epochs without a better dev score, once it is above 0 and the training loss has left its
+    starting plateau: a tenth below the first epoch's; a max-pooled sentence classifier with ELMo's
+    vectors can sit near chance for ten epochs before it learns, and stopping there measures the
+    optimiser, not the features). A fine-tuned biLM's weights learn at `bilm_lr` (default `lr`).
+    Returns the dev scores per epoch."""
     torch.manual_seed(seed)
     shuffle = random.Random(seed)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -141,7 +144,7 @@ def train(model: TaskModel, train_set: Sequence[Example], dev_set: Sequence[Exam
     if bilm:
         groups.append({"params": bilm, "lr": lr if bilm_lr is None else bilm_lr})
     optimizer = torch.optim.Adam(groups, lr=lr)
-    best, best_state, best_epoch, history = -1.0, None, 0, []
+    best, best_state, best_epoch, history, first_loss, learning = -1.0, None, 0, [], None, False
     for epoch in range(1, epochs + 1):
         model.train()
         total, n = 0.0, 0
@@ -152,12 +155,15 @@ def train(model: TaskModel, train_set: Sequence[Example], dev_set: Sequence[Exam
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
             total, n = total + loss.item(), n + 1
+        loss = total / max(n, 1)
+        first_loss = loss if first_loss is None else first_loss
+        learning = learning or loss < 0.9 * first_loss
         dev = score(model, dev_set, labels, layers=dev_layers)
         history.append(dev)
-        log(f"epoch {epoch}: train loss {total / max(n, 1):.4f}, dev " + ", ".join(f"{k} {v:.4f}" for k, v in dev.items()))
+        log(f"epoch {epoch}: train loss {loss:.4f}, dev " + ", ".join(f"{k} {v:.4f}" for k, v in dev.items()))
         if main_metric(dev) > best:
             best, best_state, best_epoch = main_metric(dev), copy.deepcopy(_trained_state(model)), epoch
-        elif patience is not None and best > 0 and epoch - best_epoch >= patience:  # all-O taggers score 0: go on
+        elif patience is not None and best > 0 and learning and epoch - best_epoch >= patience:  # all-O taggers score 0
             break
     model.load_state_dict(best_state, strict=False)
     return history

@@ -147,12 +147,24 @@ def test_char_cnn_from_scratch_learns():
 
 def test_early_stopping_waits_patience_epochs():
     examples, layers, labels = _cached_task()
-    config = TaskConfig("tag", len(labels), elmo="cached", layers="0", n_elmo_layers=3, elmo_dim=6, hidden=4)
-    history = train(TaskModel(config), examples, examples[:5], labels, epochs=30, patience=2, lr=1e-3,
+    config = TaskConfig("tag", len(labels), elmo="cached", layers="1", n_elmo_layers=3, elmo_dim=6, hidden=4)
+    torch.manual_seed(0)
+    history = train(TaskModel(config), examples, examples[:5], labels, epochs=30, patience=2, lr=3e-2,
                     train_layers=layers, dev_layers=layers[:5], log=lambda _: None)
     scores = [h["accuracy"] for h in history]
     best = max(range(len(scores)), key=lambda i: (scores[i], -i))
     assert len(scores) < 30 and len(scores) - 1 - best == 2  # stopped 2 epochs after its best
+
+
+def test_early_stopping_waits_while_the_loss_is_on_its_starting_plateau():
+    # a sentence classifier on ELMo's vectors can sit at chance for epochs before it learns:
+    # patience only counts once the training loss has fallen (here it never does: no learning rate)
+    examples, layers, labels = _cached_task()
+    config = TaskConfig("tag", len(labels), elmo="cached", layers="0", n_elmo_layers=3, elmo_dim=6, hidden=4)
+    torch.manual_seed(0)
+    history = train(TaskModel(config), examples, examples[:5], labels, epochs=6, patience=2, lr=0.0,
+                    train_layers=layers, dev_layers=layers[:5], log=lambda _: None)
+    assert history[0]["accuracy"] > 0 and len(history) == 6
 
 
 def test_commands_end_to_end(tmp_path, options_file, weight_file, capsys):
