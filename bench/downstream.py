@@ -375,10 +375,11 @@ def main(argv=None) -> None:
     tasks = [t for t in load_tasks(args) if args.tasks is None or t.name.split()[0].lower() in args.tasks]
     if not tasks:
         raise SystemExit(f"--tasks {','.join(args.tasks)}: none of brown, wnut-16, rotten")
-    embedder = ElmoEmbedder(*files)
-    for task in tasks:
-        embed_all(task, embedder, cache)
-    del embedder
+    if not args.report:  # the table and plots need the splits, not the vectors
+        embedder = ElmoEmbedder(*files)
+        for task in tasks:
+            embed_all(task, embedder, cache)
+        del embedder
     baselines = {t.name: most_frequent_tag(t) for t in tasks if t.name.startswith("Brown")}
     log = out / "results.jsonl"
     results = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
