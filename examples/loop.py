@@ -133,7 +133,7 @@ def train(model: TaskModel, train_set: Sequence[Example], dev_set: Sequence[Exam
     the weights of its best dev epoch (early stopping: with `patience`, training stops after that
     many epochs without a better dev score, once it is above 0 and the training loss has left its
     starting plateau: a tenth below the first epoch's; a max-pooled sentence classifier with ELMo's
-    vectors can sit near chance for ten epochs before it learns, and stopping there measures the
+    vectors can sit near chance for many epochs before it learns, and stopping there measures the
     optimiser, not the features). A fine-tuned biLM's weights learn at `bilm_lr` (default `lr`).
     Returns the dev scores per epoch."""
     torch.manual_seed(seed)
