@@ -125,7 +125,8 @@ def main() -> None:
     parser.add_argument("--bilm-tf-batch-size", type=int, default=64)
     parser.add_argument("--old-commit", help="also time ours as it was at this git commit (a worktree under data/bench)")
     parser.add_argument("--ablate", action="store_true",
-                        help="also time ours without the first layer's gates once per distinct token")
+                        help="also time ours without each of its ideas, one at a time: the first layer's gates once "
+                             "per distinct token, each step's elementwise part fused")
     parser.add_argument("--bf16", action="store_true",
                         help="also time ours in bfloat16 (not exact) and print its deviation from float32")
     parser.add_argument("--int8", action="store_true",
@@ -166,6 +167,7 @@ def main() -> None:
         print(deviation(workers[0], workers[-1], 8))
     if args.ablate:
         workers.append(ours(("--no-distinct-gates",), "ours-every-position"))
+        workers.append(ours(("--unfused",), "ours-unfused"))
     if args.bf16:
         workers.append(ours(("--dtype", "bfloat16"), "ours-bf16"))
         print(deviation(workers[0], workers[-1]))

@@ -9,11 +9,15 @@ import torch
 from workers import serve
 
 
-def ours(options, weights, batch_size, dtype, distinct_gates=True, implementation="fast"):
+def ours(options, weights, batch_size, dtype, distinct_gates=True, implementation="fast", fused=True):
     from torch_elmo import BiLM, ElmoEmbedder
 
     if not distinct_gates:  # the ablation: the first layer's gates at every position
         BiLM.DISTINCT_TOKENS_AT_MOST = 0
+    if not fused:  # the ablation: each step's elementwise part op by op
+        from torch_elmo.kernels import Fused
+
+        Fused.enabled = False
     extra = {"implementation": implementation} if implementation != "fast" else {}  # older commits lack it
     embedder = ElmoEmbedder(options, weights, dtype=getattr(torch, dtype), **extra)
 
@@ -88,12 +92,13 @@ def main():
     parser.add_argument("--implementation", default="fast", help="ours: fast, plain or int8")
     parser.add_argument("--no-distinct-gates", action="store_true",
                         help="ours: the first layer's input gates at every position, not once per distinct token")
+    parser.add_argument("--unfused", action="store_true", help="ours: each LSTM step's elementwise part op by op")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sentences = [line.split() for line in open(args.workload, encoding="utf-8")]
     if args.impl == "ours":
         embed = ours(args.options, args.weights, args.batch_size, args.dtype, not args.no_distinct_gates,
-                     args.implementation)
+                     args.implementation, not args.unfused)
     else:
         embed = allennlp(args.options, args.weights, args.batch_size, args.dtype, args.by_length)
     serve(embed, sentences, peak=matmul_peak, counts=getattr(embed, "counts", None))

@@ -216,3 +216,24 @@ def test_int8_refuses_what_it_cannot_do(options_file, weight_file):
     bilm.requires_grad_(True)
     with pytest.raises(ValueError, match="only embeds .no gradients.*implementation='fast'"):
         bilm(batch_to_ids(SENTENCES))
+
+
+# --------------------------------------------------------------------------------------------
+# Embedding: each step's elementwise part fused
+
+
+def test_the_compiled_embedding_step_computes_what_the_plain_one_does(options_file, weight_file, monkeypatch):
+    """With every step fused (FUSED_FROM 0), the fast biLM's layers are the plain ones (float64),
+    with the first layer's shares from a table (rows) and from the chunked product (none)."""
+    monkeypatch.setattr(kernels, "FUSED_FROM", 0)
+    monkeypatch.setattr(Fused, "enabled", True)
+    sentences = SENTENCES + [["the", "bank", "the", "bank", "the"]]
+    plain = load_bilm(options_file, weight_file, dtype=torch.float64, implementation="plain")
+    fast = load_bilm(options_file, weight_file, dtype=torch.float64)
+    with torch.no_grad():
+        expected = plain(batch_to_ids(sentences), boundaries=False).layers
+        for share in (0.75, 0.0):  # the table of distinct tokens, then every position
+            monkeypatch.setattr(type(fast), "DISTINCT_TOKENS_AT_MOST", share)
+            for a, b in zip(fast(batch_to_ids(sentences), boundaries=False).layers, expected):
+                torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    assert kernels.cell.compiled not in (None, False) and kernels.cell_from_table.compiled not in (None, False)

@@ -48,6 +48,7 @@ def max_over_windows(chars: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 # LSTM with projection, without autograd
 
 GATE_ROWS = 1024  # rows of the input-to-gates product computed at once
+FUSED_FROM = 2**20  # gate values a step from which its elementwise part is compiled (compiling costs seconds once)
 
 
 class Int8Weight:
@@ -93,6 +94,34 @@ def _baddbmm_(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor | Int8Weight) 
     return w.baddbmm_(out, x) if isinstance(w, Int8Weight) else out.baddbmm_(x, w)
 
 
+def _cell(gates: torch.Tensor, c: torch.Tensor, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An embedding step's elementwise part, to be compiled: the gates (D, n, 4H), input's and
+    state's shares summed, and the previous cell (D, n, H) -> the new cell, clipped to
+    [-clip, clip] (a 0-dim tensor, inf for no clip), and the output before projection,
+    o * tanh(c)."""
+    i, j, f, o = gates.chunk(4, dim=-1)
+    c = (torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(j)).clamp(-clip, clip)
+    return c, torch.sigmoid(o) * torch.tanh(c)
+
+
+def _cell_from_table(state_share: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, c: torch.Tensor,
+                     clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_cell` whose gates are the state's share (D, n, 4H) plus each slot's row of the input
+    shares' table (D, U, 4H), rows (D, n): compiled, the rows are read where they are used
+    instead of being gathered into a buffer first."""
+    D = table.shape[0]
+    return _cell(state_share + table[torch.arange(D, device=table.device).unsqueeze(1), rows], c, clip)
+
+
+def _cell_in_place(gates: torch.Tensor, c: torch.Tensor, cell_clip: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_cell` op by op, activating the gates in place (no fresh (D, n, 4H) tensor a step)."""
+    i, j, f, o = gates.chunk(4, dim=-1)
+    c = torch.mul(f.sigmoid_(), c).addcmul_(i.sigmoid_(), j.tanh_())
+    if cell_clip is not None:
+        c = c.clamp_(-cell_clip, cell_clip)
+    return c, torch.tanh(c).mul_(o.sigmoid_())
+
+
 def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: torch.Tensor,
                    w_state: torch.Tensor | Int8Weight, w_proj: torch.Tensor | Int8Weight | None,
                    h: torch.Tensor, c: torch.Tensor, batch_sizes: list[int],
@@ -109,8 +138,15 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     product): the speed of one large product with memory bounded whatever the batch. The chunks
     share one buffer (a fresh buffer a chunk costs its page faults), and each step's slice of it
     is turned into that step's gates in place: no new (D, n, 4H) tensor a step.
+
+    Where the steps are large (FUSED_FROM gate values) and torch.compile works, each step's
+    elementwise part is one compiled loop (`cell`: ~10 ops, each reading and writing (D, n, H)
+    tensors, fused), and a table's rows are read by that loop where they are used, instead of
+    being gathered into the buffer first (`cell_from_table`).
     """
     D, G, P = x.shape[0], bias.shape[-1], w_state.shape[1]  # w_* may be Int8Weight: the products in int8
+    fused = Fused.enabled and D * h.shape[1] * G >= FUSED_FROM
+    clip = torch.tensor(float("inf") if cell_clip is None else cell_clip, dtype=c.dtype, device=c.device)
     chunks, start = [], 0  # (first row, end row) of each chunk of whole steps
     for t, end in enumerate(itertools.accumulate(batch_sizes)):
         if end - start >= GATE_ROWS or t == len(batch_sizes) - 1:
@@ -132,21 +168,23 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
                     w_input.baddbmm_(gates_x.copy_(bias.expand_as(gates_x)), x[:, chunk_start:chunk_end])
                 else:
                     torch.baddbmm(bias, x[:, chunk_start:chunk_end], w_input, out=gates_x)  # (D, rows, 4H)
-            else:
+            elif not fused:
                 for d in range(D):
                     torch.index_select(table[d], 0, rows[d, chunk_start:chunk_end], out=gates_x[d])
         if n < h.shape[1]:  # the shortest rows have ended: keep their final state
             done_h.append(h[:, n:])
             done_c.append(c[:, n:])
             h, c = h[:, :n], c[:, :n]
-        gates = _baddbmm_(gates_x[:, offset - chunk_start : offset - chunk_start + n], h, w_state)
-        i, j, f, o = gates.chunk(4, dim=-1)
-        c = torch.mul(f.sigmoid_(), c).addcmul_(i.sigmoid_(), j.tanh_())  # new tensors: the buffer is reused
-        if cell_clip is not None:
-            c = c.clamp_(-cell_clip, cell_clip)
-        h = torch.tanh(c).mul_(o.sigmoid_())
+        if table is not None and fused:  # the state's share into the buffer, the table's rows added in the loop
+            state_share = w_state.bmm(h) if isinstance(w_state, Int8Weight) else \
+                torch.bmm(h, w_state, out=buffer[: D * n * G].view(D, n, G))
+            c, m = cell_from_table(state_share, table, rows[:, offset : offset + n], c, clip)
+        else:
+            gates = _baddbmm_(gates_x[:, offset - chunk_start : offset - chunk_start + n], h, w_state)
+            c, m = cell(gates, c, clip) if fused else _cell_in_place(gates, c, cell_clip)
+        h = m
         if w_proj is not None:
-            h = _bmm(h, w_proj)  # (D, n, P)
+            h = _bmm(m, w_proj)  # (D, n, P)
             if proj_clip is not None:
                 h = h.clamp_(-proj_clip, proj_clip)
         offset += n
@@ -197,8 +235,9 @@ class Fused:
     fails (no C++ compiler, an unsupported device) or TORCH_ELMO_COMPILE=0 is set.
 
     A training step's backward elementwise part is ~20 PyTorch ops, each reading and writing
-    (D, n, H) tensors; fused, it reads its inputs and writes its outputs once. (The forward's
-    8 ops ran slower compiled, bench/train.py, and stay eager.)
+    (D, n, H) tensors; fused, it reads its inputs and writes its outputs once; so is an
+    embedding step's (`cell`). (Training's forward, 8 ops that also keep their results for the
+    backward, ran slower compiled, bench/train.py, and stays eager.)
     """
 
     enabled = os.environ.get("TORCH_ELMO_COMPILE", "1") != "0"
@@ -219,6 +258,8 @@ class Fused:
 
 
 step_backward = Fused(_step_backward)
+cell = Fused(_cell)
+cell_from_table = Fused(_cell_from_table)
 
 
 class LstmThroughTime(torch.autograd.Function):
