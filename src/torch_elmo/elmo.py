@@ -127,7 +127,7 @@ class ElmoEmbedder:
         self.device = torch.device(device)
         if dtype == torch.bfloat16 and self.device.type == "cpu" and not _cpu_has_bf16_matmul():
             warnings.warn("bfloat16 on this CPU (it has neither AVX-512 BF16 nor AMX) runs slower than float32; "
-                          "use float32 here, bfloat16 on a GPU or a CPU with AMX", stacklevel=2)
+                          "use float32 here, bfloat16 on a GPU or a CPU with AVX-512 BF16 or AMX", stacklevel=2)
         self.bilm = load_bilm(options_file, weight_file, dtype=dtype, device=self.device, stateful=stateful,
                               implementation=implementation)
         self._batch_to_ids = getattr(self.bilm, "batch_to_ids", batch_to_ids)  # an EfmlBiLM has its own ids
