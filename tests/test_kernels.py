@@ -224,16 +224,19 @@ def test_int8_refuses_what_it_cannot_do(options_file, weight_file):
 
 def test_the_compiled_embedding_step_computes_what_the_plain_one_does(options_file, weight_file, monkeypatch):
     """With every step fused (FUSED_FROM 0), the fast biLM's layers are the plain ones (float64),
-    with the first layer's shares from a table (rows) and from the chunked product (none)."""
+    with the first layer's shares from a table (rows) and from the chunked product (none), under
+    no_grad and inside a task model's autograd with the biLM frozen."""
     monkeypatch.setattr(kernels, "FUSED_FROM", 0)
     monkeypatch.setattr(Fused, "enabled", True)
     sentences = SENTENCES + [["the", "bank", "the", "bank", "the"]]
     plain = load_bilm(options_file, weight_file, dtype=torch.float64, implementation="plain")
-    fast = load_bilm(options_file, weight_file, dtype=torch.float64)
+    fast = load_bilm(options_file, weight_file, dtype=torch.float64).requires_grad_(False)
     with torch.no_grad():
         expected = plain(batch_to_ids(sentences), boundaries=False).layers
-        for share in (0.75, 0.0):  # the table of distinct tokens, then every position
-            monkeypatch.setattr(type(fast), "DISTINCT_TOKENS_AT_MOST", share)
-            for a, b in zip(fast(batch_to_ids(sentences), boundaries=False).layers, expected):
-                torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    for share in (0.75, 0.0):  # the table of distinct tokens, then every position
+        monkeypatch.setattr(type(fast), "DISTINCT_TOKENS_AT_MOST", share)
+        for grad in (False, True):
+            with torch.set_grad_enabled(grad):
+                for a, b in zip(fast(batch_to_ids(sentences), boundaries=False).layers, expected):
+                    torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
     assert kernels.cell.compiled not in (None, False) and kernels.cell_from_table.compiled not in (None, False)
