@@ -146,7 +146,8 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     """
     D, G, P = x.shape[0], bias.shape[-1], w_state.shape[1]  # w_* may be Int8Weight: the products in int8
     fused = Fused.enabled and D * h.shape[1] * G >= FUSED_FROM
-    clip = torch.tensor(float("inf") if cell_clip is None else cell_clip, dtype=c.dtype, device=c.device)
+    clip = torch.tensor(float("inf") if cell_clip is None else cell_clip, dtype=c.dtype, device=c.device) \
+        if fused else None  # a tensor, so that no clip value makes torch.compile trace again
     chunks, start = [], 0  # (first row, end row) of each chunk of whole steps
     for t, end in enumerate(itertools.accumulate(batch_sizes)):
         if end - start >= GATE_ROWS or t == len(batch_sizes) - 1:
