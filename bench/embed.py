@@ -18,6 +18,11 @@ token of a batch), and the tokens/s that (b) would reach at the peak.
     .venv/bin/python bench/embed.py --bf16               # and ours in bfloat16, with its deviation
     .venv/bin/python bench/embed.py --int8               # and ours with int8 products, with its deviation
     .venv/bin/python bench/embed.py --model bundled --old-commit f94f03d   # the bundled model, old vs new
+    python bench/embed.py --device cuda --no-allennlp --no-bilm-tf --ablate --tf32 --bf16   # on a GPU
+
+On a GPU (`--device cuda`, ours only: the peers' environments are CPU builds) `--ablate` adds ours
+with the steps launched op by op instead of as CUDA graphs, `--tf32` ours with float32 products
+in TF32, and each variant's share is against the matmul peak of its own precision.
 """
 
 from __future__ import annotations
@@ -93,6 +98,10 @@ def model_flops(config: BiLMConfig, sentences: list[list[str]]) -> dict[str, flo
     return {"per_token": cnn + lstm, "needed": lstm * positions + cnn * distinct, "first_layer_input": D * 2 * P * 4 * H}
 
 
+def gpu_model() -> str:
+    return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})" if torch.cuda.is_available() else "no GPU"
+
+
 def worker(python: Path, impl: str, options: Path, weights: Path, work: Path, batch_size: int, threads: int,
            extra: tuple[str, ...] = (), name: str | None = None, src: Path | None = None) -> Worker:
     """`src`: run ours from that source tree instead of this one's."""
@@ -131,7 +140,12 @@ def main() -> None:
                         help="also time ours in bfloat16 (not exact) and print its deviation from float32")
     parser.add_argument("--int8", action="store_true",
                         help="also time ours with the LSTM's products in int8 (not exact) and print its deviation")
+    parser.add_argument("--device", default="cpu", help="where ours runs: cpu (default) or cuda")
+    parser.add_argument("--tf32", action="store_true",
+                        help="on a GPU, also time ours with float32 products in TF32 and print its deviation")
+    parser.add_argument("--also-batch-size", type=int, help="also time ours with this batch size")
     args = parser.parse_args()
+    gpu = args.device != "cpu"
 
     options, weights = original_model() if args.model == "original" else default_model_files()
     work = workload(args.sentences)
@@ -139,13 +153,15 @@ def main() -> None:
     flops = model_flops(read_options(options), sentences)
     n_tokens = sum(map(len, sentences))
     print(f"cpu: {cpu_model()}; vector extensions: {vector_extensions()}; {args.threads} threads; torch {torch.__version__}")
+    if gpu:
+        print(f"gpu: {gpu_model()}; ours runs there")
     print(f"workload: {len(sentences)} Brown held-out sentences, {n_tokens} tokens, "
           f"{len({t for s in sentences for t in s})} distinct; model {args.model}: {flops['per_token'] / 1e6:.1f} MFLOP "
           f"per token (nominal), the job needs {flops['needed'] / 1e12:.3f} TFLOP")
 
-    def ours(extra=(), name="ours", src=None):
-        return worker(Path(sys.executable), "ours", options, weights, work, args.batch_size, args.threads, extra,
-                      name, src)
+    def ours(extra=(), name="ours", src=None, batch_size=args.batch_size):
+        return worker(Path(sys.executable), "ours", options, weights, work, batch_size, args.threads,
+                      (*extra, "--device", args.device), name, src)
 
     workers = [ours()]
     if args.old_commit:
@@ -167,7 +183,16 @@ def main() -> None:
         print(deviation(workers[0], workers[-1], 8))
     if args.ablate:
         workers.append(ours(("--no-distinct-gates",), "ours-every-position"))
-        workers.append(ours(("--unfused",), "ours-unfused"))
+        if gpu:  # the steps launched op by op (their elementwise part compiled, as on a CPU)
+            workers.append(ours(("--no-graphs",), "ours-no-graphs"))
+            print(deviation(workers[0], workers[-1]))
+        else:
+            workers.append(ours(("--unfused",), "ours-unfused"))
+    if args.also_batch_size:
+        workers.append(ours(name=f"ours-batch-{args.also_batch_size}", batch_size=args.also_batch_size))
+    if args.tf32:
+        workers.append(ours(("--tf32",), "ours-tf32"))
+        print(deviation(workers[0], workers[-1]))
     if args.bf16:
         workers.append(ours(("--dtype", "bfloat16"), "ours-bf16"))
         print(deviation(workers[0], workers[-1]))
@@ -175,12 +200,16 @@ def main() -> None:
         workers.append(ours(("--implementation", "int8"), "ours-int8"))
         print(deviation(workers[0], workers[-1]))
 
-    peak = workers[0].ask("peak")["flops"]
-    print(f"float32 matmul peak (2048x2048, {args.threads} threads): {peak / 1e9:.0f} GFLOP/s", flush=True)
+    peaks = {w.impl: w.ask("peak")["flops"] for w in workers if w.impl.startswith("ours") and (gpu or w is workers[0])}
+    peak = peaks["ours"]
+    where = "8192x8192 on the GPU" if gpu else f"2048x2048, {args.threads} threads"
+    print(f"float32 matmul peak ({where}): {peak / 1e9:.0f} GFLOP/s"
+          + "".join(f"; {impl}'s precision {p / 1e9:.0f}" for impl, p in peaks.items() if impl in ("ours-tf32", "ours-bf16")),
+          flush=True)
     for w in workers:  # warm-up: a whole pass each
         w.ask("pass")
     times: dict[str, list[float]] = {w.impl: [] for w in workers}
-    first_layer_rows = None
+    first_layer_rows, gpu_mb = None, {}
     for p in range(args.passes):
         for w in workers:
             r = w.ask("pass")
@@ -188,12 +217,15 @@ def main() -> None:
             times[w.impl].append(r["seconds"])
             if w is workers[0]:
                 first_layer_rows = r.get("first_layer_rows")
+            if "gpu_peak_mb" in r:
+                gpu_mb[w.impl] = r["gpu_peak_mb"]
             print(f"  pass {p + 1} {w.impl:19s} {r['seconds']:7.2f} s  {n_tokens / r['seconds']:7.0f} tokens/s", flush=True)
     rss = {w.impl: w.ask("exit")["peak_rss_mb"] for w in workers}
 
     speed = {impl: n_tokens / statistics.median(t) for impl, t in times.items()}
     seconds = statistics.median(times["ours"])
-    print(f"\nours:     {speed['ours']:7.0f} tokens/s (median), peak RSS {rss['ours']:.0f} MB, batch {args.batch_size}")
+    memory = f", GPU memory {gpu_mb['ours']:.0f} MB" if "ours" in gpu_mb else ""
+    print(f"\nours:     {speed['ours']:7.0f} tokens/s (median), peak RSS {rss['ours']:.0f} MB{memory}, batch {args.batch_size}")
     nominal = flops["per_token"] * n_tokens
     print(f"          (a) nominal {nominal / seconds / 1e9:.0f} GFLOP/s = {nominal / seconds / peak:.0%} of the matmul peak")
     if first_layer_rows is not None:
@@ -203,7 +235,10 @@ def main() -> None:
               f"{done / seconds / peak:.0%} of the peak; at the peak: {n_tokens * peak / done:.0f} tokens/s")
     for impl in speed:
         if impl.startswith("ours") and impl != "ours":
-            print(f"{impl}: {speed[impl]:7.0f} tokens/s (median), peak RSS {rss[impl]:.0f} MB; "
+            share = f", {nominal * speed[impl] / n_tokens / peaks[impl]:.0%} of its precision's peak (a)" \
+                if impl in peaks else ""
+            memory = f", GPU memory {gpu_mb[impl]:.0f} MB" if impl in gpu_mb else ""
+            print(f"{impl}: {speed[impl]:7.0f} tokens/s (median), peak RSS {rss[impl]:.0f} MB{memory}{share}; "
                   f"ours is {speed['ours'] / speed[impl]:.2f}x that")
     if "allennlp" in speed:
         order = "input order" if args.allennlp_input_order else "grouped by length"

@@ -3,13 +3,15 @@ bench/workers.py's commands. Run by bench/embed.py, not by hand.
 """
 
 import argparse
+import functools
 import time
 
 import torch
 from workers import serve
 
 
-def ours(options, weights, batch_size, dtype, distinct_gates=True, implementation="fast", fused=True):
+def ours(options, weights, batch_size, dtype, distinct_gates=True, implementation="fast", fused=True, device="cpu",
+         graphs=True):
     from torch_elmo import BiLM, ElmoEmbedder
 
     if not distinct_gates:  # the ablation: the first layer's gates at every position
@@ -18,8 +20,12 @@ def ours(options, weights, batch_size, dtype, distinct_gates=True, implementatio
         from torch_elmo.kernels import Fused
 
         Fused.enabled = False
+    if not graphs:  # the ablation on a GPU: the steps launched op by op from Python
+        from torch_elmo.kernels import StepGraphs
+
+        StepGraphs.enabled = False
     extra = {"implementation": implementation} if implementation != "fast" else {}  # older commits lack it
-    embedder = ElmoEmbedder(options, weights, dtype=getattr(torch, dtype), **extra)
+    embedder = ElmoEmbedder(options, weights, dtype=getattr(torch, dtype), device=device, **extra)
 
     counted = {"first_layer_rows": 0}  # rows of the first layer's input product: distinct tokens, or every position
     first_layer_input = getattr(embedder.bilm, "_first_layer_input", None)  # older commits lack it
@@ -36,7 +42,11 @@ def ours(options, weights, batch_size, dtype, distinct_gates=True, implementatio
         counted["first_layer_rows"] = 0
         return list(embedder.embed_sentences(sentences, batch_size=batch_size))
 
-    embed.counts = lambda: dict(counted) if first_layer_input is not None else {}
+    def counts():
+        gpu = {"gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20} if device != "cpu" else {}
+        return {**(counted if first_layer_input is not None else {}), **gpu}
+
+    embed.counts = counts
     return embed
 
 
@@ -67,15 +77,21 @@ def allennlp(options, weights, batch_size, dtype, by_length=False):
     return embed
 
 
-def matmul_peak(seconds: float = 3.0) -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+def matmul_peak(seconds: float = 3.0, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """The best FLOP/s of square matrix products (2048 on a CPU, 8192 on a GPU, where float32
+    means TF32 once torch.backends.cuda.matmul.allow_tf32 is set)."""
+    n = 2048 if device == "cpu" else 8192
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device != "cpu" else lambda: None
     best = 0.0
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
+        sync()
         t = time.perf_counter()
         for _ in range(4):
             a @ b
-        best = max(best, 4 * 2 * 2048**3 / (time.perf_counter() - t))
+        sync()
+        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t))
     return best
 
 
@@ -93,15 +109,20 @@ def main():
     parser.add_argument("--no-distinct-gates", action="store_true",
                         help="ours: the first layer's input gates at every position, not once per distinct token")
     parser.add_argument("--unfused", action="store_true", help="ours: each LSTM step's elementwise part op by op")
+    parser.add_argument("--device", default="cpu", help="ours: cpu or cuda")
+    parser.add_argument("--no-graphs", action="store_true", help="ours on a GPU: the steps op by op, no CUDA graphs")
+    parser.add_argument("--tf32", action="store_true", help="ours on a GPU: float32 products in TF32 (not exact)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     sentences = [line.split() for line in open(args.workload, encoding="utf-8")]
     if args.impl == "ours":
         embed = ours(args.options, args.weights, args.batch_size, args.dtype, not args.no_distinct_gates,
-                     args.implementation, not args.unfused)
+                     args.implementation, not args.unfused, args.device, not args.no_graphs)
     else:
         embed = allennlp(args.options, args.weights, args.batch_size, args.dtype, args.by_length)
-    serve(embed, sentences, peak=matmul_peak, counts=getattr(embed, "counts", None))
+    peak = functools.partial(matmul_peak, device=args.device, dtype=getattr(torch, args.dtype))
+    serve(embed, sentences, peak=peak, counts=getattr(embed, "counts", None))
 
 if __name__ == "__main__":
     main()

