@@ -11,7 +11,7 @@ from workers import serve
 
 
 def ours(options, weights, batch_size, dtype, distinct_gates=True, implementation="fast", fused=True, device="cpu",
-         graphs=True):
+         overlap=True):
     from torch_elmo import BiLM, ElmoEmbedder
 
     if not distinct_gates:  # the ablation: the first layer's gates at every position
@@ -20,10 +20,8 @@ def ours(options, weights, batch_size, dtype, distinct_gates=True, implementatio
         from torch_elmo.kernels import Fused
 
         Fused.enabled = False
-    if not graphs:  # the ablation on a GPU: the steps launched op by op from Python
-        from torch_elmo.kernels import StepGraphs
-
-        StepGraphs.enabled = False
+    if not overlap:  # the ablation on a GPU: each batch's arrays copied to the host before the next batch starts
+        ElmoEmbedder.OVERLAP_COPIES = False
     extra = {"implementation": implementation} if implementation != "fast" else {}  # older commits lack it
     embedder = ElmoEmbedder(options, weights, dtype=getattr(torch, dtype), device=device, **extra)
 
@@ -110,7 +108,8 @@ def main():
                         help="ours: the first layer's input gates at every position, not once per distinct token")
     parser.add_argument("--unfused", action="store_true", help="ours: each LSTM step's elementwise part op by op")
     parser.add_argument("--device", default="cpu", help="ours: cpu or cuda")
-    parser.add_argument("--no-graphs", action="store_true", help="ours on a GPU: the steps op by op, no CUDA graphs")
+    parser.add_argument("--no-overlap", action="store_true",
+                        help="ours on a GPU: each batch's arrays copied to the host before the next batch starts")
     parser.add_argument("--tf32", action="store_true", help="ours on a GPU: float32 products in TF32 (not exact)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -118,7 +117,7 @@ def main():
     sentences = [line.split() for line in open(args.workload, encoding="utf-8")]
     if args.impl == "ours":
         embed = ours(args.options, args.weights, args.batch_size, args.dtype, not args.no_distinct_gates,
-                     args.implementation, not args.unfused, args.device, not args.no_graphs)
+                     args.implementation, not args.unfused, args.device, not args.no_overlap)
     else:
         embed = allennlp(args.options, args.weights, args.batch_size, args.dtype, args.by_length)
     peak = functools.partial(matmul_peak, device=args.device, dtype=getattr(torch, args.dtype))

@@ -203,3 +203,25 @@ def test_bfloat16_on_a_cpu_without_bf16_matmul_warns(options_file, weight_file, 
     if messages:
         assert "slower than float32" in messages[0] and "use float32" in messages[0]
     assert embedder.embed_sentence(["a", "b"]).shape == (3, 2, 32)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_on_a_gpu_the_embedders_arrays_are_the_cpus(options_file, weight_file, dtype, monkeypatch):
+    """On CUDA each batch's arrays travel to the host while the next batch runs: batch after
+    batch (an empty sentence, an all-empty batch, sentences of many lengths), the arrays are those
+    of the CPU, of the GPU copying batch by batch, and of embed_batch; bfloat16 arrives as float32."""
+    words = "the bank of the river is where I went to sit .".split()
+    sentences = [words[: (7 * i) % 12] for i in range(40)] + [[], []]
+    cpu = ElmoEmbedder(options_file, weight_file, dtype=dtype)
+    gpu = ElmoEmbedder(options_file, weight_file, dtype=dtype, device="cuda")
+    expected = list(cpu.embed_sentences(sentences, batch_size=3))
+    overlapped = list(gpu.embed_sentences(sentences, batch_size=3))
+    monkeypatch.setattr(ElmoEmbedder, "OVERLAP_COPIES", False)
+    in_turn = list(gpu.embed_sentences(sentences, batch_size=3))
+    atol = 1e-9 if dtype == torch.float64 else 0.1
+    for a, b, c, d in zip(overlapped, in_turn, expected, gpu.embed_batch(sentences)):
+        assert a.dtype == (np.float64 if dtype == torch.float64 else np.float32) and a.flags.owndata
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, atol=atol, rtol=0)
+        np.testing.assert_allclose(d, c, atol=atol, rtol=0)

@@ -242,84 +242,16 @@ def test_the_compiled_embedding_step_computes_what_the_plain_one_does(options_fi
     assert kernels.cell.compiled not in (None, False) and kernels.cell_from_table.compiled not in (None, False)
 
 
-@pytest.mark.parametrize("proj_dim, clip", [(3, 0.5), (5, None)])
-@pytest.mark.parametrize("table", [False, True])
-def test_the_padded_steps_of_the_cuda_graphs_compute_what_the_plain_layer_does(proj_dim, clip, table, monkeypatch):
-    """StepGraphs' padded, masked steps, run eagerly (capture=False; on a GPU each replay runs
-    exactly these), against the plain layer: outputs and every row's final state (float64), with
-    rows that never run, rows ending inside and at the edge of a replay, the input from a table of
-    distinct inputs or packed, and a second call with other sizes reusing the buffers."""
-    monkeypatch.setattr(kernels.StepGraphs, "STEPS", 2)
-    monkeypatch.setattr(kernels.StepGraphs, "ROW_MULTIPLE", 4)  # 5 rows padded to 8
-    torch.manual_seed(0)
-    layer = LstmWithProjection(4, 5, proj_dim, clip, clip, n_directions=2).double().requires_grad_(False)
-    with torch.no_grad():
-        layer.bias.normal_()
-        layer.w_state.mul_(3)
-        layer.w_input.mul_(3)
-    plain = copy.deepcopy(layer)
-    plain.implementation = "plain"
-    graphs = kernels.StepGraphs(capture=False)
-    for batch_sizes in ([4, 4, 3, 1, 1], [5, 2, 2, 2]):
-        n = sum(batch_sizes)
-        h0, c0 = torch.randn(2, 5, proj_dim, dtype=torch.float64), torch.randn(2, 5, 5, dtype=torch.float64)
-        if table:
-            x, rows = torch.randn(2, 3, 4, dtype=torch.float64), torch.randint(0, 3, (2, n))
-        else:
-            x, rows = torch.randn(2, n, 4, dtype=torch.float64), None
-        bias = (layer.bias + layer.forget_bias).unsqueeze(1)
-        out, h, c = graphs(x, layer.w_input, bias, layer.w_state, layer.w_proj, h0, c0, batch_sizes,
-                           layer.cell_clip, layer.proj_clip, rows)
-        expected, (expected_h, expected_c) = plain(x, batch_sizes, (h0, c0), rows)
-        if clip is not None:
-            assert (expected_c.abs() == clip).any()  # the cell clip is active
-        for a, b in zip((out, h, c), (expected, expected_h, expected_c)):
-            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
-    assert len(graphs.graphs) == 1  # both calls padded to 8 rows: one set of buffers
-
-
-def test_the_biLM_through_the_padded_steps_is_the_plain_biLM(options_file, weight_file, monkeypatch):
-    """The whole fast biLM with its LSTM steps padded and masked as on a GPU (stateless: the
-    table of distinct tokens and the packed input; stateful: two batches carrying their state)
-    computes the plain biLM's layers (float64); copies of a layer start without its graphs."""
-    import pickle
-
-    monkeypatch.setattr(kernels.StepGraphs, "STEPS", 3)
-    monkeypatch.setattr(kernels.StepGraphs, "ROW_MULTIPLE", 4)
-    padded = kernels.StepGraphs(capture=False)
-    monkeypatch.setattr(kernels, "lstm_inference", padded)  # the path a GPU takes, here on the CPU
-    sentences = SENTENCES + [["the", "bank", "the", "bank", "the"]]
-    ids = batch_to_ids(sentences)
-    plain = load_bilm(options_file, weight_file, dtype=torch.float64, implementation="plain")
-    fast = load_bilm(options_file, weight_file, dtype=torch.float64)
-    with torch.no_grad():
-        expected = plain(ids, boundaries=False).layers
-        for share in (0.75, 0.0):
-            monkeypatch.setattr(type(fast), "DISTINCT_TOKENS_AT_MOST", share)
-            for a, b in zip(fast(ids, boundaries=False).layers, expected):
-                torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
-        stateful = [load_bilm(options_file, weight_file, dtype=torch.float64, stateful=True, implementation=impl)
-                    for impl in ("plain", "fast")]
-        for batch in (ids, ids[[2, 0, 1]]):
-            expected, ours = (bilm(batch).layers for bilm in stateful)
-            for a, b in zip(ours, expected):
-                torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
-    assert padded.graphs
-    layer = fast.lstm.layers[0]
-    layer._step_graphs.graphs["made"] = object()
-    for copied in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
-        assert copied._step_graphs.graphs == {} and copied._step_graphs is not layer._step_graphs
-
-
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 
 
 @cuda
-def test_on_a_gpu_the_graphed_biLM_is_the_plain_biLM(options_file, weight_file, monkeypatch):
-    """On CUDA the fast biLM embeds through captured CUDA graphs, replayed batch after batch
-    (also fewer graphs kept than sizes met, and inside autograd with the biLM frozen), and gives
-    the plain biLM's layers on the CPU (float64); stateful too."""
-    monkeypatch.setattr(kernels.StepGraphs, "MAX_GRAPHS", 1)
+def test_on_a_gpu_the_fast_biLM_is_the_plain_biLM(options_file, weight_file, monkeypatch):
+    """On CUDA (its steps compiled by torch.compile for the GPU, every step fused), the fast biLM
+    gives the plain biLM's layers on the CPU (float64): the first layer's gates from the table of
+    distinct tokens and at every position, under no_grad and inside autograd with the biLM
+    frozen, batch after batch; stateful too."""
+    monkeypatch.setattr(kernels, "FUSED_FROM", 0)
     plain = load_bilm(options_file, weight_file, dtype=torch.float64, implementation="plain")
     fast = load_bilm(options_file, weight_file, dtype=torch.float64, device="cuda").requires_grad_(False)
     batches = [SENTENCES, [["a", "b"]] * 40, SENTENCES[::-1] + [["the", "bank", "the", "bank", "the"]]]
@@ -334,7 +266,6 @@ def test_on_a_gpu_the_graphed_biLM_is_the_plain_biLM(options_file, weight_file, 
                     ours = fast(ids.cuda(), boundaries=False).layers
                 for a, b in zip(ours, expected):
                     torch.testing.assert_close(a.cpu(), b, atol=1e-10, rtol=0)
-    assert all(hasattr(s, "graph") for layer in fast.lstm.layers for s in layer._step_graphs.graphs.values())
     stateful = [load_bilm(options_file, weight_file, dtype=torch.float64, stateful=True, implementation="plain"),
                 load_bilm(options_file, weight_file, dtype=torch.float64, stateful=True, device="cuda")]
     with torch.no_grad():

@@ -191,14 +191,41 @@ class ElmoEmbedder:
 
     def embed_batch(self, batch: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """One array (L+1, n_tokens, dim) per sentence; an empty sentence gives (L+1, 0, dim)."""
-        if len(batch) == 0:
-            return []
+        return self._arrays(self._to_host(batch)) if len(batch) else []
+
+    OVERLAP_COPIES = True  # on a GPU, a batch's arrays travel to the host while the next batch runs
+
+    def _to_host(self, batch: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor, torch.cuda.Event | None]:
+        """The batch embedded, its activations and mask on their way to host memory. On a GPU a
+        side stream copies them into pinned memory (several times the speed of a copy to pageable
+        memory) and the call returns at once: the next batch's work is queued meanwhile, and
+        `_arrays` waits for the copy."""
         embeddings, mask = self.batch_to_embeddings(batch)
-        lengths = mask.sum(dim=1).tolist()
         if embeddings.dtype not in (torch.float32, torch.float64):
             embeddings = embeddings.float()  # numpy has no bfloat16
-        embeddings = embeddings.cpu().numpy()
-        return [embeddings[i, :, :n] for i, n in enumerate(lengths)]
+        if embeddings.device.type != "cuda" or not self.OVERLAP_COPIES:
+            return embeddings.cpu(), mask.cpu(), None
+        if getattr(self, "_copies", None) is None:
+            self._copies = torch.cuda.Stream(embeddings.device)
+        self._copies.wait_stream(torch.cuda.current_stream(embeddings.device))
+        host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in (embeddings, mask)]
+        with torch.cuda.stream(self._copies):
+            for to, t in zip(host, (embeddings, mask)):
+                to.copy_(t, non_blocking=True)
+                t.record_stream(self._copies)  # its memory is not reused before the copy has read it
+            copied = torch.cuda.Event()
+            copied.record(self._copies)
+        return host[0], host[1], copied
+
+    @staticmethod
+    def _arrays(on_the_way: tuple[torch.Tensor, torch.Tensor, torch.cuda.Event | None]) -> list[np.ndarray]:
+        """`_to_host`'s batch as one array per sentence (views of the batch's array; copies out
+        of pinned memory, which goes back to PyTorch's pool of it)."""
+        embeddings, mask, copied = on_the_way
+        if copied is not None:
+            copied.synchronize()
+        array, lengths = embeddings.numpy(), mask.sum(dim=1).tolist()
+        return [array[i, :, :n].copy() if copied is not None else array[i, :, :n] for i, n in enumerate(lengths)]
 
     BATCH_TOKENS = 32_768  # padded token positions a batch may hold (the output's memory is about this x layers x dim)
     WINDOW_BATCHES = 16  # batches of sentences grouped by length at once
@@ -227,9 +254,19 @@ class ElmoEmbedder:
         if not self.bilm.stateful:
             order.sort(key=lambda i: len(sentences[i]))
         results: list[np.ndarray | None] = [None] * len(sentences)
-        for rows in self._batches(order, sentences, batch_size):
-            for i, array in zip(rows, self.embed_batch([sentences[i] for i in rows])):
+
+        def collect(rows: list[int], on_the_way) -> None:
+            for i, array in zip(rows, self._arrays(on_the_way)):
                 results[i] = array
+
+        previous = None  # (rows, a batch on its way to the host): on a GPU, collected once the next one is queued
+        for rows in self._batches(order, sentences, batch_size):
+            current = rows, self._to_host([sentences[i] for i in rows])
+            if previous is not None:
+                collect(*previous)
+            previous = current
+        if previous is not None:
+            collect(*previous)
         yield from results
 
     def _batches(self, order: list[int], sentences: list[Sequence[str]], batch_size: int) -> Iterator[list[int]]:

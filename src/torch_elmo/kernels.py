@@ -18,10 +18,8 @@ P projection size.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
-import types
 import warnings
 
 import torch
@@ -196,132 +194,6 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     done_c.append(c)
     out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(D, 0, P)
     return out, torch.cat(done_h[::-1], dim=1), torch.cat(done_c[::-1], dim=1)
-
-
-# --------------------------------------------------------------------------------------------
-# LSTM with projection, without autograd, on a GPU: the steps as CUDA graphs
-
-
-class StepGraphs:
-    """`lstm_inference` on a GPU without a launch per operation: the steps run STEPS at a time,
-    each run one replay of a CUDA graph that holds every kernel of those steps.
-
-    Op by op, a step is ~10 kernel launches issued by Python, a batch hundreds of them: at GPU
-    speed they cost more than a small model's arithmetic. A graph has fixed shapes, so the
-    batch is padded to a multiple of ROW_MULTIPLE rows and every row runs every step of a
-    replay; a mask (`active`) keeps an ended row's state as it was after its last step, so the
-    final states are the packed recurrence's, and its outputs past its end are dropped. One graph
-    per padded size (and weights, dtype), the last MAX_GRAPHS kept; its buffer of input gates
-    holds at most GATE_BYTES. With `capture=False` the same padded steps run eagerly (on the CPU:
-    what the tests compare with the plain implementation).
-
-    A layer (LstmWithProjection) owns one; a copy of the layer starts with none (graphs point at
-    the weights they were captured with).
-    """
-
-    STEPS = 16  # steps a replay runs at most
-    ROW_MULTIPLE = 32
-    GATE_BYTES = 2**28
-    MAX_GRAPHS = 4
-    enabled = os.environ.get("TORCH_ELMO_CUDA_GRAPHS", "1") != "0"
-
-    def __init__(self, capture: bool = True):
-        self.capture, self.graphs = capture, {}
-
-    def __deepcopy__(self, memo):
-        return StepGraphs(self.capture)
-
-    def __reduce__(self):
-        return StepGraphs, (self.capture,)
-
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor, w_input: torch.Tensor, bias: torch.Tensor, w_state: torch.Tensor,
-                 w_proj: torch.Tensor | None, h: torch.Tensor, c: torch.Tensor, batch_sizes: list[int],
-                 cell_clip: float | None, proj_clip: float | None,
-                 rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`lstm_inference`'s arguments and results (float weights only)."""
-        D, B, P = h.shape
-        Bp = -(-B // self.ROW_MULTIPLE) * self.ROW_MULTIPLE
-        s = self._graph(D, Bp, w_state, w_proj, c, cell_clip, proj_clip)
-        K, T = s.steps, len(batch_sizes)
-        Tp = -(-T // K) * K
-        # Packed slot of (step t, row b) -> padded slot t * Bp + b; row b runs at step t while b < batch_sizes[t].
-        sizes = torch.tensor(batch_sizes + [0] * (Tp - T))
-        running = torch.arange(Bp) < sizes.unsqueeze(1)  # (Tp, Bp)
-        padded = running.flatten().nonzero().squeeze(1).to(x.device)  # (N,)
-        active = running.unsqueeze(-1).to(x.device)  # (Tp, Bp, 1)
-        offsets = [0, *itertools.accumulate(sizes.tolist())]
-        if rows is None:  # the input padded: each replay's input gates are one product
-            x_padded = x.new_zeros(D, Tp * Bp, x.shape[-1])
-            x_padded[:, padded] = x
-        else:  # each padded slot's row of the table of distinct inputs (0 where none runs)
-            table = torch.baddbmm(bias, x, w_input)  # (D, U, 4H)
-            rows_padded = rows.new_zeros(D, Tp * Bp)
-            rows_padded[:, padded] = rows
-        s.h.zero_()[:, :B] = h
-        s.c.zero_()[:, :B] = c
-        out = x.new_empty(D, offsets[T], P)
-        gates = s.gates.view(D, K * Bp, -1)
-        for t0 in range(0, T, K):
-            slots = slice(t0 * Bp, (t0 + K) * Bp)
-            if rows is None:
-                torch.baddbmm(bias, x_padded[:, slots], w_input, out=gates)
-            else:
-                for d in range(D):
-                    torch.index_select(table[d], 0, rows_padded[d, slots], out=gates[d])
-            s.active.copy_(active[t0 : t0 + K])
-            s.run()
-            first, end = offsets[t0], offsets[min(t0 + K, T)]
-            out[:, first:end] = s.out.view(D, K * Bp, P)[:, padded[first:end] - t0 * Bp]
-        return out, s.h[:, :B].clone(), s.c[:, :B].clone()
-
-    def _graph(self, D: int, Bp: int, w_state: torch.Tensor, w_proj: torch.Tensor | None,
-               c: torch.Tensor, cell_clip: float | None, proj_clip: float | None):
-        """The padded steps' buffers and their runner (a graph's replay), made on first use."""
-        key = (Bp, c.dtype, c.device, w_state.data_ptr(), None if w_proj is None else w_proj.data_ptr(),
-               cell_clip, proj_clip)
-        if key in self.graphs:
-            self.graphs[key] = self.graphs.pop(key)  # the most recently used last
-            return self.graphs[key]
-        while len(self.graphs) >= self.MAX_GRAPHS:
-            del self.graphs[next(iter(self.graphs))]
-        G, H, P = w_state.shape[2], c.shape[-1], w_state.shape[1]
-        K = max(1, min(self.STEPS, self.GATE_BYTES // (D * Bp * G * c.element_size())))
-        with torch.inference_mode(False):  # buffers that a later call outside inference mode may update
-            s = types.SimpleNamespace(steps=K, gates=c.new_zeros(D, K, Bp, G), h=c.new_zeros(D, Bp, P),
-                                      c=c.new_zeros(D, Bp, H), out=c.new_zeros(D, K, Bp, P),
-                                      active=torch.zeros(K, Bp, 1, dtype=torch.bool, device=c.device))
-        s.run = functools.partial(_padded_steps, s, w_state, w_proj, cell_clip, proj_clip)
-        if self.capture:
-            side = torch.cuda.Stream(c.device)
-            side.wait_stream(torch.cuda.current_stream(c.device))
-            with torch.cuda.stream(side):
-                s.run()  # cuBLAS chooses its kernels and workspace before the capture
-            torch.cuda.current_stream(c.device).wait_stream(side)
-            s.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(s.graph):
-                s.run()
-            s.run = s.graph.replay
-        self.graphs[key] = s
-        return s
-
-
-def _padded_steps(s, w_state: torch.Tensor, w_proj: torch.Tensor | None, cell_clip: float | None,
-                  proj_clip: float | None) -> None:
-    """s.steps steps of a padded batch, in place: s.gates (D, K, Bp, 4H) the input's share of each
-    step's gates, s.h (D, Bp, P) and s.c (D, Bp, H) the state, s.active (K, Bp, 1) the rows that
-    run at each step -> s.out (D, K, Bp, P) each step's output, and the state after the last."""
-    for k in range(s.steps):
-        c, m = _cell_in_place(s.gates[:, k].baddbmm_(s.h, w_state), s.c, cell_clip)
-        h = s.out[:, k]
-        if w_proj is not None:
-            torch.bmm(m, w_proj, out=h)
-            if proj_clip is not None:
-                h.clamp_(-proj_clip, proj_clip)
-        else:
-            h.copy_(m)
-        s.c.copy_(torch.where(s.active[k], c, s.c))
-        s.h.copy_(torch.where(s.active[k], h, s.h))
 
 
 # --------------------------------------------------------------------------------------------

@@ -300,7 +300,6 @@ class LstmWithProjection(nn.Module):
         forget_bias = torch.zeros(4 * H)
         forget_bias[2 * H : 3 * H] = 1.0
         self.register_buffer("forget_bias", forget_bias, persistent=False)
-        self._step_graphs = kernels.StepGraphs()  # embedding on a GPU: the steps as CUDA graphs
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -359,10 +358,8 @@ class LstmWithProjection(nn.Module):
                 t is not None and t.requires_grad for t in (x, h, c, self.w_input, self.bias, self.w_state, self.w_proj))
             if not needs_grad:  # ELMo embedding text, or frozen inside a task model
                 weights = self._int8_weights() if self.implementation == "int8" else (self.w_input, self.w_state, self.w_proj)
-                graphed = x.is_cuda and self.implementation == "fast" and kernels.StepGraphs.enabled and batch_sizes
-                run = self._step_graphs if graphed else kernels.lstm_inference
-                out, h, c = run(x, weights[0], bias, weights[1], weights[2], h, c, batch_sizes, self.cell_clip,
-                                self.proj_clip, rows)
+                out, h, c = kernels.lstm_inference(x, weights[0], bias, weights[1], weights[2], h, c,
+                                                   batch_sizes, self.cell_clip, self.proj_clip, rows)
                 return out, (h, c)
             if self.implementation == "int8":
                 raise UsageError("the int8 implementation only embeds (no gradients): train or fine-tune the biLM "
