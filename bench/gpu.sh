@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks, in one go, on a machine with a CUDA GPU and a CUDA build of PyTorch: the tests
-# that need CUDA (with the kernels' and the model's), then bench/embed.py on the original
-# architecture and on the bundled model, then bench/train.py, each bounded in time; logs in $1.
+# that need CUDA, bench/embed.py on the original architecture, bench/train.py, and bench/embed.py
+# on the bundled model, each bounded in time; logs in $1.
 #
 #     bash bench/gpu.sh logs/                       # PYTHON=... to pick the interpreter (default python3)
 #     bash bench/gpu.sh logs/ tests embed-bundled   # only these steps
