@@ -93,10 +93,10 @@ def on_a_gpu(name: str, text: Path, steps: int) -> None:
                                     losses=losses)
         peak = matmul_peak(1.0, "cuda", torch.bfloat16 if precision == "bf16" else torch.float32)
         runs[precision] = speed, losses, torch.cuda.max_memory_allocated() / 2**20, peak
-        c = trainer.config
-        del trainer
+        del trainer  # its GPU memory, before the next one's
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    print(f"\n{name} on the GPU: batch {c.batch_size} x {c.unroll_steps}, {steps} updates after 2")
+    c = CONFIGS[name]
+    print(f"\n{name} on the GPU: batch {c['batch_size']} x {c['unroll_steps']}, {steps} updates after 2")
     reference = runs["float32"][1]
     for precision, (speed, losses, memory, peak) in runs.items():
         moved = max(abs(a - b) for a, b in zip(losses, reference))

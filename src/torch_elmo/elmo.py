@@ -133,6 +133,7 @@ class ElmoEmbedder:
         self._batch_to_ids = getattr(self.bilm, "batch_to_ids", batch_to_ids)  # an EfmlBiLM has its own ids
         self._token_rows: dict[str, int] = {}  # token -> row of bilm.word_cache and of _token_chars (0: padding)
         self._token_chars: torch.Tensor | None = None  # (cache + 1, C) each cached token's character ids
+        self._copies: torch.cuda.Stream | None = None  # on a GPU, the stream that copies arrays to the host
         if token_cache_size > 0:
             self.bilm.word_cache = torch.zeros(token_cache_size + 1, self.bilm.config.projection_dim,
                                                dtype=dtype, device=self.device)
@@ -205,7 +206,7 @@ class ElmoEmbedder:
             embeddings = embeddings.float()  # numpy has no bfloat16
         if embeddings.device.type != "cuda" or not self.OVERLAP_COPIES:
             return embeddings.cpu(), mask.cpu(), None
-        if getattr(self, "_copies", None) is None:
+        if self._copies is None:
             self._copies = torch.cuda.Stream(embeddings.device)
         self._copies.wait_stream(torch.cuda.current_stream(embeddings.device))
         host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in (embeddings, mask)]
