@@ -68,8 +68,11 @@ class Worker:
 
 
 def old_tree(commit: str, root: Path, cache: Path) -> Path:
-    """A checkout of `commit` of the repository at `root` (a git worktree under `cache`, made once):
-    its src/ goes first on an old worker's PYTHONPATH."""
+    """A checkout of `commit` of the repository at `root` (a git worktree under `cache`, made once),
+    or `commit` itself where it is a folder holding src/torch_elmo (a copy of an old tree, for a
+    machine without the repository's history): its src/ goes first on an old worker's PYTHONPATH."""
+    if (Path(commit) / "src" / "torch_elmo").is_dir():
+        return Path(commit)
     sha = subprocess.run(["git", "rev-parse", "--short", commit], cwd=root, capture_output=True, text=True,
                          check=True).stdout.strip()
     tree = cache / f"commit-{sha}"
