@@ -20,11 +20,10 @@ token of a batch), and the tokens/s that (b) would reach at the peak.
     .venv/bin/python bench/embed.py --model bundled --old-commit f94f03d   # the bundled model, old vs new
     python bench/embed.py --device cuda --no-allennlp --no-bilm-tf --ablate --tf32 --bf16   # on a GPU
 
-`--ablate` adds ours without each of its ideas, one at a time; on a GPU (`--device cuda`, ours
-only: the peers' environments are CPU builds) also ours with each batch's arrays copied to the
-host before the next batch starts (instead of while it runs) and with the host's work in turn
-(instead of in threads beside the device's; on a CPU, ours with those threads). `--tf32` ours with float32
-products in TF32, and each variant's share is against the matmul peak of its own precision.
+On a GPU (`--device cuda`, ours only: the peers' environments are CPU builds) `--ablate` adds ours
+with each batch's arrays copied to the host before the next batch starts (instead of while it
+runs), `--tf32` ours with float32 products in TF32, and each variant's share is against the
+matmul peak of its own precision.
 """
 
 from __future__ import annotations
@@ -138,9 +137,7 @@ def main() -> None:
                              "or in this folder holding an old tree's src/")
     parser.add_argument("--ablate", action="store_true",
                         help="also time ours without each of its ideas, one at a time: the first layer's gates once "
-                             "per distinct token, each step's elementwise part fused (on a CPU), the arrays copied "
-                             "while the next batch runs and the host's work in threads (on a GPU; on a CPU, with "
-                             "the threads)")
+                             "per distinct token, each step's elementwise part fused")
     parser.add_argument("--bf16", action="store_true",
                         help="also time ours in bfloat16 (not exact) and print its deviation from float32")
     parser.add_argument("--int8", action="store_true",
@@ -190,10 +187,8 @@ def main() -> None:
         workers.append(ours(("--no-distinct-gates",), "ours-every-position"))
         if gpu:
             workers.append(ours(("--no-overlap",), "ours-no-overlap"))
-            workers.append(ours(("--host-threads", "off"), "ours-host-in-turn"))
         else:
             workers.append(ours(("--unfused",), "ours-unfused"))
-            workers.append(ours(("--host-threads", "on"), "ours-host-threads"))
     if args.also_batch_size:
         workers.append(ours(name=f"ours-batch-{args.also_batch_size}", batch_size=args.also_batch_size))
     if args.tf32:

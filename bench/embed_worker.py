@@ -11,7 +11,7 @@ from workers import serve
 
 
 def ours(options, weights, batch_size, dtype, distinct_gates=True, implementation="fast", fused=True, device="cpu",
-         overlap=True, host_threads=None):
+         overlap=True):
     from torch_elmo import BiLM, ElmoEmbedder
 
     if not distinct_gates:  # the ablation: the first layer's gates at every position
@@ -22,8 +22,6 @@ def ours(options, weights, batch_size, dtype, distinct_gates=True, implementatio
         Fused.enabled = False
     if not overlap:  # the ablation on a GPU: each batch's arrays copied to the host before the next batch starts
         ElmoEmbedder.OVERLAP_COPIES = False
-    if host_threads is not None:  # the ablation: the host's work in threads (the default on a GPU) or in turn
-        ElmoEmbedder.HOST_THREADS = host_threads
     extra = {"implementation": implementation} if implementation != "fast" else {}  # older commits lack it
     embedder = ElmoEmbedder(options, weights, dtype=getattr(torch, dtype), device=device, **extra)
 
@@ -112,9 +110,6 @@ def main():
     parser.add_argument("--device", default="cpu", help="ours: cpu or cuda")
     parser.add_argument("--no-overlap", action="store_true",
                         help="ours on a GPU: each batch's arrays copied to the host before the next batch starts")
-    parser.add_argument("--host-threads", choices=["on", "off"],
-                        help="ours: the host's work (ids, arrays) in threads beside the device's, or in turn "
-                             "(default: on a GPU only)")
     parser.add_argument("--tf32", action="store_true", help="ours on a GPU: float32 products in TF32 (not exact)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -122,8 +117,7 @@ def main():
     sentences = [line.split() for line in open(args.workload, encoding="utf-8")]
     if args.impl == "ours":
         embed = ours(args.options, args.weights, args.batch_size, args.dtype, not args.no_distinct_gates,
-                     args.implementation, not args.unfused, args.device, not args.no_overlap,
-                     {"on": True, "off": False, None: None}[args.host_threads])
+                     args.implementation, not args.unfused, args.device, not args.no_overlap)
     else:
         embed = allennlp(args.options, args.weights, args.batch_size, args.dtype, args.by_length)
     peak = functools.partial(matmul_peak, device=args.device, dtype=getattr(torch, args.dtype))

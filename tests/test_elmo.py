@@ -187,50 +187,6 @@ def test_token_cache_changes_nothing_but_speed(options_file, weight_file, cache_
     assert len(cached._token_rows) == min(cache_size, 15)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device here"))])
-@pytest.mark.parametrize("cache_size", [0, 3, 50_000])
-def test_host_threads_change_nothing(options_file, weight_file, cache_size, device, monkeypatch):
-    """With the host's work in threads (on a GPU), the next batches' ids are prepared ahead, their
-    new tokens given cache rows before the device writes them: the arrays are those of everything
-    in turn, with a cache that fills up or none, on a CPU and (pinned memory) on a GPU."""
-    sentences = [SENTENCES[i % 4][: (i * 5) % 6] + [f"w{i % 7}"] for i in range(30)]
-    monkeypatch.setattr(ElmoEmbedder, "HOST_THREADS", True)
-    ahead = ElmoEmbedder(options_file, weight_file, dtype=torch.float64, token_cache_size=cache_size, device=device)
-    arrays = list(ahead.embed_sentences(sentences, batch_size=4))
-    monkeypatch.setattr(ElmoEmbedder, "HOST_THREADS", False)
-    in_turn = ElmoEmbedder(options_file, weight_file, dtype=torch.float64, token_cache_size=cache_size, device=device)
-    for a, b, sentence in zip(arrays, in_turn.embed_sentences(sentences, batch_size=4), sentences):
-        np.testing.assert_array_equal(a, b)
-        np.testing.assert_allclose(a, in_turn.embed_sentence(sentence), atol=1e-12)
-    assert ahead._token_rows == in_turn._token_rows
-
-
-def test_a_failed_batch_leaves_the_token_cache_whole(options_file, weight_file, monkeypatch):
-    """A batch that fails on the device (here: interrupted) after the host's thread gave its new
-    tokens, and the next batches', cache rows: those tokens leave the cache, and embedding goes on
-    right."""
-    monkeypatch.setattr(ElmoEmbedder, "HOST_THREADS", True)
-    embedder = ElmoEmbedder(options_file, weight_file, dtype=torch.float64)
-    sentences = [[f"t{i}", f"u{i}", "bank"] for i in range(12)]
-    device_ids, calls = embedder._device_ids, []
-
-    def interrupted(host):
-        calls.append(host)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return device_ids(host)
-
-    monkeypatch.setattr(embedder, "_device_ids", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        list(embedder.embed_sentences(sentences, batch_size=3))
-    assert len(embedder._token_rows) == 7  # the first batch's tokens: t0-t2, u0-u2, bank
-    monkeypatch.setattr(embedder, "_device_ids", device_ids)
-    fresh = ElmoEmbedder(options_file, weight_file, dtype=torch.float64)
-    for a, sentence in zip(embedder.embed_sentences(sentences, batch_size=3), sentences):
-        np.testing.assert_allclose(a, fresh.embed_sentence(sentence), atol=1e-12)
-
-
 @pytest.mark.parametrize("has_bf16", [False, True])
 def test_bfloat16_on_a_cpu_without_bf16_matmul_warns(options_file, weight_file, monkeypatch, has_bf16):
     """bfloat16 is 0.29x float32 on a CPU without AVX-512 BF16 or AMX: the embedder says so."""
@@ -252,25 +208,20 @@ def test_bfloat16_on_a_cpu_without_bf16_matmul_warns(options_file, weight_file, 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_on_a_gpu_the_embedders_arrays_are_the_cpus(options_file, weight_file, dtype, monkeypatch):
-    """On CUDA each batch's arrays travel to the host while the next batch runs, and the host's
-    work runs in threads (ids prepared ahead from pinned memory): batch after batch (an empty
-    sentence, an all-empty batch, sentences of many lengths), the arrays are those of the CPU, of
-    the GPU without the threads, and copying batch by batch, and of embed_batch; bfloat16 arrives
-    as float32."""
+    """On CUDA each batch's arrays travel to the host while the next batch runs: batch after
+    batch (an empty sentence, an all-empty batch, sentences of many lengths), the arrays are those
+    of the CPU, of the GPU copying batch by batch, and of embed_batch; bfloat16 arrives as float32."""
     words = "the bank of the river is where I went to sit .".split()
     sentences = [words[: (7 * i) % 12] for i in range(40)] + [[], []]
     cpu = ElmoEmbedder(options_file, weight_file, dtype=dtype)
     gpu = ElmoEmbedder(options_file, weight_file, dtype=dtype, device="cuda")
     expected = list(cpu.embed_sentences(sentences, batch_size=3))
     overlapped = list(gpu.embed_sentences(sentences, batch_size=3))
-    monkeypatch.setattr(ElmoEmbedder, "HOST_THREADS", False)
-    no_threads = list(gpu.embed_sentences(sentences, batch_size=3))
     monkeypatch.setattr(ElmoEmbedder, "OVERLAP_COPIES", False)
     in_turn = list(gpu.embed_sentences(sentences, batch_size=3))
     atol = 1e-9 if dtype == torch.float64 else 0.1
-    for a, b, c, d, e in zip(overlapped, in_turn, expected, gpu.embed_batch(sentences), no_threads, strict=True):
+    for a, b, c, d in zip(overlapped, in_turn, expected, gpu.embed_batch(sentences)):
         assert a.dtype == (np.float64 if dtype == torch.float64 else np.float32) and a.flags.owndata
         np.testing.assert_array_equal(a, b)
-        np.testing.assert_array_equal(a, e)
         np.testing.assert_allclose(a, c, atol=atol, rtol=0)
         np.testing.assert_allclose(d, c, atol=atol, rtol=0)

@@ -571,9 +571,9 @@ def test_long_sentences_make_small_batches_so_memory_stays_bounded(monkeypatch):
     monkeypatch.setattr(ElmoEmbedder, "BATCH_TOKENS", 1000)
     monkeypatch.setattr(ElmoEmbedder, "WINDOW_BATCHES", 2)
     shapes, windows = [], []
-    host_ids, embed_window = embedder._host_ids, embedder._embed_window  # _host_ids: each batch's work
-    monkeypatch.setattr(embedder, "_host_ids", lambda batch: (shapes.append((len(batch), max(map(len, batch)))),
-                                                              host_ids(batch))[1])
+    to_host, embed_window = embedder._to_host, embedder._embed_window  # _to_host: each batch's work
+    monkeypatch.setattr(embedder, "_to_host", lambda batch: (shapes.append((len(batch), max(map(len, batch)))),
+                                                             to_host(batch))[1])
     monkeypatch.setattr(embedder, "_embed_window", lambda s, b: (windows.append(sum(map(len, s))), embed_window(s, b))[1])
     sentences = [["bank"] * n for n in (700, 3, 400, 1500, 5, 450, 2)]
     arrays = list(embedder.embed_sentences(sentences, batch_size=256))

@@ -7,8 +7,6 @@ import math
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -115,20 +113,6 @@ class Elmo(nn.Module):
         }
 
 
-class _HostIds(NamedTuple):
-    """A batch's ids on the host, from `ElmoEmbedder._host_ids` for `_device_ids`."""
-
-    char_ids: torch.Tensor | None  # (B, T, C) without a token cache, else None
-    word_ids: torch.Tensor | None = None  # (B, T) the tokens' cache rows, -1 where the cache was full
-    new_chars: torch.Tensor | None = None  # (n, C) the ids of the tokens new to the cache, for rows start..
-    start: int = 0
-    spelled: torch.Tensor | None = None  # (m, C) the ids of the tokens at -1, in reading order
-
-
-def _pinned(t: torch.Tensor, pin: bool) -> torch.Tensor:
-    return t.pin_memory() if pin else t
-
-
 class ElmoEmbedder:
     """Tokenized sentences in, numpy arrays (3, n_tokens, dim) out, as AllenNLP 0.9's ElmoEmbedder."""
 
@@ -149,7 +133,6 @@ class ElmoEmbedder:
         self._batch_to_ids = getattr(self.bilm, "batch_to_ids", batch_to_ids)  # an EfmlBiLM has its own ids
         self._token_rows: dict[str, int] = {}  # token -> row of bilm.word_cache and of _token_chars (0: padding)
         self._token_chars: torch.Tensor | None = None  # (cache + 1, C) each cached token's character ids
-        self._rows_written = 0  # rows 1.._rows_written of the cache hold their token's vector and ids
         self._copies: torch.cuda.Stream | None = None  # on a GPU, the stream that copies arrays to the host
         if token_cache_size > 0:
             self.bilm.word_cache = torch.zeros(token_cache_size + 1, self.bilm.config.projection_dim,
@@ -171,16 +154,12 @@ class ElmoEmbedder:
     @torch.inference_mode()
     def batch_to_embeddings(self, batch: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L+1, T, dim) activations without sentence boundaries, and the (B, T) mask."""
-        return self._embeddings(self._ids(batch))
-
-    @torch.inference_mode()
-    def _embeddings(self, ids: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
-        output = self.bilm(*ids, boundaries=False)
+        char_ids, word_ids = self._ids(batch)
+        output = self.bilm(char_ids, word_ids, boundaries=False)
         return torch.stack(output.layers, dim=1), output.mask  # (B, L+1, T, dim), (B, T)
 
     def clear_token_cache(self) -> None:
         self._token_rows.clear()
-        self._rows_written = 0
 
     def _ids(self, batch: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The batch's character ids (B, T, C) and its rows of the token cache (B, T), or None
@@ -188,73 +167,41 @@ class ElmoEmbedder:
         its character ids are then looked up (spelling every token of every batch in Python
         costs a small model as much as its LSTMs). Tokens that find the cache full get -1: they go
         through the char CNN."""
-        return self._device_ids(self._host_ids(batch))
-
-    def _host_ids(self, batch: Sequence[Sequence[str]]) -> _HostIds:
-        """The host's share of `_ids`, which `embed_sentences` runs in a thread of its own while the
-        device works: new tokens get their cache rows and are spelled out, the batch's tokens
-        are looked up. Each result must go through `_device_ids`, in order, before the next
-        batch's forward: that writes the new rows."""
-        pin = self.device.type == "cuda"  # pinned memory: the copy to the device runs without waiting
         if self._token_chars is None:
-            return _HostIds(_pinned(self._batch_to_ids(batch), pin))
+            return self._batch_to_ids(batch).to(self.device), None
         rows = self._token_rows
         room = self._token_chars.shape[0] - 1 - len(rows)
         new = list(dict.fromkeys(t for sentence in batch for t in sentence if t not in rows))
-        start, new_chars = len(rows) + 1, None
         if new[:room]:
-            new_chars = _pinned(self._batch_to_ids([new[:room]])[0], pin)  # (n, C)
+            start = len(rows) + 1
+            new_chars = self._batch_to_ids([new[:room]])[0].to(self.device)  # (n, C)
+            self._token_chars[start : start + len(new_chars)] = new_chars
+            self.bilm.word_cache[start : start + len(new_chars)] = self.bilm.encode_tokens(new_chars)
             rows.update((t, start + k) for k, t in enumerate(new[:room]))
         width = max((len(s) for s in batch), default=0)
         word_ids = torch.tensor([[rows.get(t, -1) for t in s] + [0] * (width - len(s)) for s in batch],
-                                dtype=torch.long).view(len(batch), width)
-        spelled = None
-        if len(new) > room:  # the cache is full: spell these out
-            spelled = _pinned(self._batch_to_ids([[t for s in batch for t in s if t not in rows]])[0], pin)
-        return _HostIds(None, _pinned(word_ids, pin), new_chars, start, spelled)
-
-    @torch.inference_mode()
-    def _device_ids(self, host: _HostIds) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`_host_ids`' batch on the device: its new tokens' vectors written to the cache, its ids."""
-        def move(t: torch.Tensor) -> torch.Tensor:
-            return t.to(self.device, non_blocking=True)
-
-        if host.word_ids is None:
-            return move(host.char_ids), None
-        if host.new_chars is not None:
-            new_chars, end = move(host.new_chars), host.start + len(host.new_chars)
-            self._token_chars[host.start : end] = new_chars
-            self.bilm.word_cache[host.start : end] = self.bilm.encode_tokens(new_chars)
-            self._rows_written = end - 1
-        word_ids = move(host.word_ids)
+                                dtype=torch.long, device=self.device).view(len(batch), width)
         char_ids = self._token_chars[word_ids.clamp(min=0)]  # (B, T, C); padding is row 0, all zeros
-        if host.spelled is not None:
-            char_ids[word_ids < 0] = move(host.spelled)
+        if len(new) > room:  # the cache is full: spell these out
+            uncached = word_ids < 0
+            char_ids[uncached] = self._batch_to_ids([[t for s in batch for t in s if t not in rows]])[0].to(self.device)
         return char_ids, word_ids
-
-    def _forget_unwritten_rows(self) -> None:
-        """Takes out of the cache the tokens whose rows `_host_ids` gave but `_device_ids` never
-        wrote (a batch that failed, or one prepared after it): they will be new tokens again."""
-        if len(self._token_rows) > self._rows_written:
-            for token in [t for t, row in self._token_rows.items() if row > self._rows_written]:
-                del self._token_rows[token]
 
     def embed_sentence(self, sentence: Sequence[str]) -> np.ndarray:
         return self.embed_batch([sentence])[0]
 
     def embed_batch(self, batch: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """One array (L+1, n_tokens, dim) per sentence; an empty sentence gives (L+1, 0, dim)."""
-        return self._arrays(self._to_host(self._ids(batch))) if len(batch) else []
+        return self._arrays(self._to_host(batch)) if len(batch) else []
 
     OVERLAP_COPIES = True  # on a GPU, a batch's arrays travel to the host while the next batch runs
 
-    def _to_host(self, ids: tuple[torch.Tensor, torch.Tensor | None]
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.cuda.Event | None]:
-        """The batch of these ids embedded, its activations and mask on their way to host memory. On a GPU a
+    def _to_host(self, batch: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor, torch.cuda.Event | None]:
+        """The batch embedded, its activations and mask on their way to host memory. On a GPU a
         side stream copies them into pinned memory (several times the speed of a copy to pageable
         memory) and the call returns at once: the next batch's work is queued meanwhile, and
         `_arrays` waits for the copy."""
-        embeddings, mask = self._embeddings(ids)
+        embeddings, mask = self.batch_to_embeddings(batch)
         if embeddings.dtype not in (torch.float32, torch.float64):
             embeddings = embeddings.float()  # numpy has no bfloat16
         if embeddings.device.type != "cuda" or not self.OVERLAP_COPIES:
@@ -303,52 +250,24 @@ class ElmoEmbedder:
         if chunk:
             yield from self._embed_window(chunk, batch_size)
 
-    HOST_THREADS: bool | None = None  # the host's work in threads beside the device's; None: on a GPU only
-
     def _embed_window(self, sentences: list[Sequence[str]], batch_size: int) -> Iterator[np.ndarray]:
-        """The window's batches, each in three stages: its ids on the host (`_host_ids`), the biLM on
-        the device, its arrays out (`_arrays`), each batch collected once the next one is queued.
-        On a GPU the host's work per batch (Python over the tokens, copying the arrays out) is as
-        long as the device's, so the host's two stages run in threads of their own, the ids
-        prepared ahead: one batch's host work overlaps another's device work. On a CPU the
-        threads would take cores from the biLM's products: everything runs in turn."""
-        threads = self.device.type == "cuda" if self.HOST_THREADS is None else self.HOST_THREADS
         order = list(range(len(sentences)))
         if not self.bilm.stateful:
             order.sort(key=lambda i: len(sentences[i]))
-        batches = list(self._batches(order, sentences, batch_size))
         results: list[np.ndarray | None] = [None] * len(sentences)
 
         def collect(rows: list[int], on_the_way) -> None:
             for i, array in zip(rows, self._arrays(on_the_way)):
                 results[i] = array
 
-        # each executor starts its thread at its first task: without threads, none starts
-        with ThreadPoolExecutor(1, "elmo-ids") as preparing, ThreadPoolExecutor(1, "elmo-arrays") as collecting:
-            collected = []
-
-            def collect_later(rows: list[int], on_the_way) -> None:
-                if threads:
-                    collected.append(collecting.submit(collect, rows, on_the_way))
-                else:
-                    collect(rows, on_the_way)
-
-            try:
-                prepared = (preparing.map if threads else map)(
-                    self._host_ids, ([sentences[i] for i in rows] for rows in batches))
-                previous = None  # (rows, a batch on its way to the host)
-                for rows, host in zip(batches, prepared):
-                    current = rows, self._to_host(self._device_ids(host))
-                    if previous is not None:
-                        collect_later(*previous)
-                    previous = current
-                if previous is not None:
-                    collect_later(*previous)
-                for done in collected:
-                    done.result()
-            finally:
-                preparing.shutdown(cancel_futures=True)
-                self._forget_unwritten_rows()
+        previous = None  # (rows, a batch on its way to the host): on a GPU, collected once the next one is queued
+        for rows in self._batches(order, sentences, batch_size):
+            current = rows, self._to_host([sentences[i] for i in rows])
+            if previous is not None:
+                collect(*previous)
+            previous = current
+        if previous is not None:
+            collect(*previous)
         yield from results
 
     def _batches(self, order: list[int], sentences: list[Sequence[str]], batch_size: int) -> Iterator[list[int]]:
