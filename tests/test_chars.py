@@ -24,9 +24,14 @@ def test_any_string_follows_the_scheme(token):
     assert ids[len(encoded) + 2 :] == [PAD_CHAR + 1] * (MAX_CHARS - len(encoded) - 2)
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.lists(st.text(min_size=1, max_size=10), max_size=6), min_size=1, max_size=4))
+TOKENS = st.one_of(st.text(max_size=60), st.sampled_from(["<S>", "</S>", "", "x" * 60, "é" * 30, "a\ud800b"]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(TOKENS, max_size=6), min_size=1, max_size=4))
 def test_batch_pads_with_zero_tokens(sentences):
+    """batch_to_ids spells all tokens at once with array operations: each token's ids are still
+    token_to_char_ids' (empty, boundary, long, multi-byte and surrogate tokens included)."""
     ids = batch_to_ids(sentences)
     assert ids.shape == (len(sentences), max(len(s) for s in sentences), MAX_CHARS)
     for i, sentence in enumerate(sentences):
@@ -68,6 +73,11 @@ def test_empty_batch_and_empty_sentences():
 def test_a_string_instead_of_tokens_is_refused():
     with pytest.raises(TypeError, match="tokenized"):
         batch_to_ids(["a sentence", "another"])
+
+
+def test_a_token_that_is_not_a_string_is_named():
+    with pytest.raises(TypeError, match=r"a token must be a string, got int 7; give each sentence as a list of str"):
+        batch_to_ids([["a", "b"], ["c", 7]])
     with pytest.raises(TypeError, match="split"):
         batch_to_ids("a sentence")
 

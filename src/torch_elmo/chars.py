@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from .errors import InputTypeError
@@ -54,6 +55,32 @@ def token_to_char_ids(token: str) -> list[int]:
     return [i + 1 for i in ids]
 
 
+def tokens_to_char_ids(tokens: Sequence[str]) -> torch.Tensor:
+    """`token_to_char_ids` of many tokens at once: LongTensor (n, 50). The bytes of all tokens are
+    placed with a few array operations instead of a Python list per token (spelling is then a
+    small share of embedding a batch on a GPU, where it was about a fifth)."""
+    try:
+        encoded = [t.encode("utf-8", "ignore")[: MAX_CHARS - 2] for t in tokens]
+    except AttributeError:
+        bad = next(t for t in tokens if not isinstance(t, str))
+        raise InputTypeError(
+            f"a token must be a string, got {type(bad).__name__} {bad!r}; give each sentence as a list of str"
+        ) from None
+    n = len(encoded)
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
+    ids = np.full((n, MAX_CHARS), PAD_CHAR + 1, dtype=np.int64)
+    ids[:, 0] = BOW_CHAR + 1
+    chars = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    rows = np.repeat(np.arange(n), lengths)  # each byte's token
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)  # each byte's token's first byte
+    ids[rows, np.arange(len(chars)) - starts + 1] = chars.astype(np.int64) + 1
+    ids[np.arange(n), lengths + 1] = EOW_CHAR + 1
+    for i, token in enumerate(tokens):
+        if token in (BOS_TOKEN, EOS_TOKEN):
+            ids[i] = BOS_CHAR_IDS if token == BOS_TOKEN else EOS_CHAR_IDS
+    return torch.from_numpy(ids)
+
+
 def batch_to_ids(sentences: Sequence[Sequence[str]]) -> torch.Tensor:
     """Character ids of a batch of tokenized sentences: LongTensor (batch, max_len, 50).
 
@@ -65,9 +92,8 @@ def batch_to_ids(sentences: Sequence[Sequence[str]]) -> torch.Tensor:
             "batch_to_ids takes a list of tokenized sentences (list[list[str]]), got a string; "
             "split each sentence into tokens first, e.g. sentence.split()"
         )
-    max_len = max((len(s) for s in sentences), default=0)
+    lengths = torch.tensor([len(s) for s in sentences], dtype=torch.long)
+    max_len = int(lengths.max()) if len(lengths) else 0
     ids = torch.zeros(len(sentences), max_len, MAX_CHARS, dtype=torch.long)
-    for i, sentence in enumerate(sentences):
-        if sentence:
-            ids[i, : len(sentence)] = torch.tensor([token_to_char_ids(t) for t in sentence])
+    ids[torch.arange(max_len) < lengths.unsqueeze(1)] = tokens_to_char_ids([t for s in sentences for t in s])
     return ids
