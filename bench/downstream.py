@@ -125,13 +125,14 @@ def embed_all(task: Task, embedder: ElmoEmbedder, cache: Path) -> None:
         task.layers[split] = arrays
 
 
-def embed_stateful(sentences: list, options, weights, path: Path, rows: int = 32) -> list[np.ndarray]:
+def embed_stateful(sentences: list, options, weights, path: Path, rows: int = 32,
+                   implementation: str = "fast") -> list[np.ndarray]:
     """Layers with the state carried: the sentences (in document order) cut into `rows` contiguous
     streams, batch k holding sentence k of every stream, so each row reads its stream in order."""
     if path.exists():
         with np.load(path) as f:
             return [f[str(i)] for i in range(len(sentences))]
-    embedder = ElmoEmbedder(options, weights, stateful=True)
+    embedder = ElmoEmbedder(options, weights, stateful=True, implementation=implementation)
     per_row = -(-len(sentences) // rows)
     streams = [list(range(r * per_row, min((r + 1) * per_row, len(sentences)))) for r in range(rows)]
     streams = [s for s in streams if s]
@@ -347,11 +348,20 @@ def main(argv=None) -> None:
                    "(e.g. src/torch_elmo/default/MODEL_CARD.md), replacing the one it has")
     p.add_argument("--report", action="store_true", help="no training: the table and plots of OUT/results.jsonl so far")
     p.add_argument("--quick", action="store_true", help="300-sentence sets, 1 seed, 2 epochs: a check that it runs")
+    p.add_argument("--int8", action="store_true",
+                   help="the frozen vectors embedded with the LSTM's products in int8 (ElmoEmbedder(implementation="
+                        "'int8'), not exact), cached apart: this table against float32's is int8's downstream effect. "
+                        "The fine-tune group needs float32's gradients and is left out")
     args = p.parse_args(argv)
     unknown = set(args.groups or ()) - set(GROUPS)
     if unknown:
         p.error(f"--groups {','.join(sorted(unknown))}: not among {','.join(GROUPS)}")
+    if args.int8 and "fine-tune" in (args.groups or ()):
+        p.error("--groups fine-tune with --int8: int8 products have no gradients, so the biLM cannot be fine-tuned; "
+                "leave fine-tune out of --groups, or --int8 out")
     groups = {GROUPS[g] for g in args.groups} if args.groups else set(GROUPS.values())
+    if args.int8:
+        groups.discard(GROUPS["fine-tune"])
     if args.quick:
         args.seeds, args.epochs, args.finetune_train, args.finetune_epochs = 1, 2, 60, 1
     torch.set_num_threads(args.threads)
@@ -366,8 +376,9 @@ def main(argv=None) -> None:
     if not weights.is_file():
         p.error(f"--weights {weights}: no such file; give the model's weights.hdf5")
     stat = weights.stat()
+    vectors = f"{args.brown_train}|{args.brown_test}|{args.rt_train}" + ("|int8" if args.int8 else "")
     key = hashlib.sha1(f"{Path(options).resolve()}|{weights}|{stat.st_size}|{stat.st_mtime_ns}|{args.quick}|"
-                       f"{args.brown_train}|{args.brown_test}|{args.rt_train}".encode()).hexdigest()[:10]
+                       f"{vectors}".encode()).hexdigest()[:10]
     cache = Path(args.data) / "downstream" / key
     cache.mkdir(parents=True, exist_ok=True)
     out = Path(args.out)
@@ -376,7 +387,7 @@ def main(argv=None) -> None:
     if not tasks:
         raise SystemExit(f"--tasks {','.join(args.tasks)}: none of brown, wnut-16, rotten")
     if not args.report:  # the table and plots need the splits, not the vectors
-        embedder = ElmoEmbedder(*files)
+        embedder = ElmoEmbedder(*files, implementation="int8" if args.int8 else "fast")
         for task in tasks:
             embed_all(task, embedder, cache)
         del embedder
@@ -387,7 +398,8 @@ def main(argv=None) -> None:
     extra = {}
     brown_task = tasks[0]
     check_state = not args.report and args.state_check and brown_task.name.startswith("Brown")
-    stateful = {s: embed_stateful(brown_task.splits[s], *files, cache / f"stateful-{s}.npz")
+    stateful = {s: embed_stateful(brown_task.splits[s], *files, cache / f"stateful-{s}.npz",
+                                  implementation="int8" if args.int8 else "fast")
                 for s in ("train", "dev", "test")} if check_state else {}
     for label, layers in (("stateless", brown_task.layers), ("stateful", stateful)) if check_state else ():
         scores = []

@@ -67,3 +67,11 @@ def test_the_card_gets_one_downstream_section(tmp_path):
     assert "Command: three" in text and "Command: two" not in text and text.endswith("## Limitations\n\nsome\n")
     with pytest.raises(SystemExit, match="no such model card"):
         write_card_section(tmp_path / "missing.md", "", "")
+
+
+def test_int8_vectors_cannot_be_fine_tuned(capsys):
+    from bench.downstream import main
+
+    with pytest.raises(SystemExit):
+        main(["--int8", "--groups", "linear,fine-tune", "--report"])
+    assert "--groups fine-tune with --int8" in capsys.readouterr().err
