@@ -110,6 +110,22 @@ def test_ids_are_those_of_its_create_one_batch(folder):
     assert first[1] == vocab.chars["<eow>"] + 1 and first[4] == vocab.chars["<bow>"] + 1  # as its code assigns
 
 
+def test_batch_ids_are_each_tokens_ids_in_place():
+    """A batch (tokens repeated within and across sentences, an empty sentence, `<bos>` inside
+    one, a token past 48 characters) holds each token's `token_ids` at its place, zeros after."""
+    vocab = load_efml(W100).vocab
+    batch = [["the", "cat", "the"], [], ["<bos>", "x" * 60, "cat", "🙂", "the"], ["cat"]]
+    ids = vocab.batch_to_ids(batch)
+    assert ids.shape == (4, 5, vocab.width) and ids.dtype == torch.long
+    for i, sentence in enumerate(batch):
+        want = torch.zeros(5, vocab.width, dtype=torch.long)
+        if sentence:
+            want[: len(sentence)] = torch.tensor([vocab.token_ids(t) for t in sentence])
+        assert torch.equal(ids[i], want)
+    assert vocab.batch_to_ids([]).shape == (0, 0, vocab.width)
+    assert vocab.batch_to_ids([[], []]).shape == (2, 0, vocab.width)
+
+
 def test_elmo_module_mixes_its_layers():
     """`Elmo` on its ids: equal weights give its `sents2elmo(output_layer=-1)` (the mean of the
     layers); a cached vocabulary changes nothing."""
@@ -156,6 +172,9 @@ def test_edge_cases_where_its_code_crashes_or_differs():
         bilm(batch_to_ids([["a"]]))
     with pytest.raises(TypeError, match="tokenized"):
         bilm.batch_to_ids(["a sentence"])
+    for bad in (7, None, ["nested"]):  # a token that is not a string is named
+        with pytest.raises(TypeError, match=f"a token must be a string, got {type(bad).__name__}"):
+            bilm.batch_to_ids([["a", "b"], ["c", bad]])
     with pytest.raises(ValueError, match="stateful"):
         ElmoEmbedder(W100, stateful=True)
     # a 60-character token is its first 48 characters, for the char and the word ids alike
