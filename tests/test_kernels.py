@@ -186,6 +186,36 @@ def test_int8_weight_multiplies_like_the_float_weight_to_int8_precision():
         kernels.Int8Weight(w.double())
 
 
+def test_int8_products_in_row_blocks_with_bias_into_a_buffer(monkeypatch):
+    """Blocks of ROWS rows (7 rows in blocks of 3 here), the bias added, written where asked:
+    each block the product of those rows alone (each call quantizes its input with its own scale)
+    plus the bias."""
+    torch.manual_seed(0)
+    w, x, bias = torch.randn(2, 64, 48), torch.randn(2, 7, 64), torch.randn(2, 1, 48)
+    q = kernels.Int8Weight(w)
+    blocks = [q.bmm(x[:, a : a + 3]) for a in (0, 3, 6)]
+    monkeypatch.setattr(kernels.Int8Weight, "ROWS", 3)
+    buffer = torch.full((2, 7, 48), float("nan"))
+    got = q.bmm(x, bias, out=buffer)
+    assert got.data_ptr() == buffer.data_ptr()
+    torch.testing.assert_close(got, torch.cat(blocks, dim=1) + bias, rtol=0, atol=1e-5)
+    assert (got - bias - torch.bmm(x, w)).abs().mean() < 0.03 * torch.bmm(x, w).abs().mean()
+
+
+def test_int8_engines_compute_the_same_products():
+    """Each quantized engine packs for itself (oneDNN where the CPU has AMX tiles): the same
+    quantization, so the same products to float rounding, and the process's engine is left as it was."""
+    torch.manual_seed(0)
+    w, x = torch.randn(2, 64, 48), torch.randn(2, 7, 64)
+    before = torch.backends.quantized.engine
+    engines = [e for e in ("fbgemm", "onednn", "x86") if e in torch.backends.quantized.supported_engines]
+    products = {e: kernels.Int8Weight(w, engine=e).bmm(x) for e in engines}
+    assert torch.backends.quantized.engine == before and kernels.int8_engine() in torch.backends.quantized.supported_engines
+    assert {kernels.Int8Weight(w).engine} == {kernels.int8_engine()}
+    for e in engines:
+        torch.testing.assert_close(products[e], products[engines[0]], rtol=0, atol=1e-4)
+
+
 def test_the_int8_biLM_is_the_float_one_to_int8_precision(options_file, weight_file):
     fast = load_bilm(options_file, weight_file)
     int8 = load_bilm(options_file, weight_file, implementation="int8")

@@ -51,31 +51,51 @@ GATE_ROWS = 1024  # rows of the input-to-gates product computed at once
 FUSED_FROM = 2**20  # gate values a step from which its elementwise part is compiled (compiling costs seconds once)
 
 
+def int8_engine() -> str:
+    """The quantized engine for Int8Weight's products here: oneDNN where the CPU has AMX tiles
+    (its int8 products use them, several times fbgemm's speed there), else PyTorch's default."""
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return "onednn" if amx and "onednn" in torch.backends.quantized.supported_engines else torch.backends.quantized.engine
+
+
 class Int8Weight:
     """A (D, K, N) float32 weight as D int8 matrices, one scale per output column, packed for
     PyTorch's dynamic-quantized linear (fbgemm / oneDNN: AVX2, AVX-512 VNNI, AMX): each product
     quantizes its input per call (7-bit, `reduce_range`, which no CPU's int8 path overflows),
     multiplies in int8 with int32 sums and returns float32. Not exact: bench/embed.py --int8
-    prints its deviation from float32."""
+    prints its deviation from float32. The packed weights keep the engine they were packed for
+    (`engine`, default `int8_engine()`); every engine computes the same products."""
 
-    def __init__(self, weight: torch.Tensor):
+    def __init__(self, weight: torch.Tensor, engine: str | None = None):
         if weight.dtype != torch.float32 or weight.device.type != "cpu":
             raise UsageError(f"the int8 implementation runs float32 models on the CPU, not {weight.dtype} on "
                              f"{weight.device.type}; load the model in float32 on the CPU, or use implementation='fast'")
-        self.shape, self.packed = weight.shape, []
+        self.shape, self.packed, self.engine = weight.shape, [], engine or int8_engine()
+        previous = torch.backends.quantized.engine
         with warnings.catch_warnings():  # quantized tensors are deprecated for torchao, which needs nn.Linear modules
             warnings.simplefilter("ignore")
-            for w in weight.detach().transpose(1, 2):  # (N, K), the layout of nn.Linear
-                scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127
-                q = torch.quantize_per_channel(w.contiguous(), scale.double(), torch.zeros_like(scale, dtype=torch.long),
-                                               0, torch.qint8)
-                self.packed.append(torch.ops.quantized.linear_prepack(q, None))
+            try:
+                torch.backends.quantized.engine = self.engine  # the engine packs; calls follow the packing
+                for w in weight.detach().transpose(1, 2):  # (N, K), the layout of nn.Linear
+                    scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127
+                    q = torch.quantize_per_channel(w.contiguous(), scale.double(),
+                                                   torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
+                    self.packed.append(torch.ops.quantized.linear_prepack(q, None))
+            finally:
+                torch.backends.quantized.engine = previous
 
-    def bmm(self, x: torch.Tensor) -> torch.Tensor:
-        """x (D, n, K) float32 -> x @ weight (D, n, N)."""
-        out = x.new_empty(x.shape[0], x.shape[1], self.shape[2])
+    ROWS = 256  # rows a call at most: each returns a fresh tensor, and larger ones cost their page faults
+    # (each call quantizes its rows with their own scale: a block's products depend on its rows alone)
+
+    def bmm(self, x: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """x (D, n, K) float32 -> x @ weight (+ bias (D, 1, N)) (D, n, N), written to `out` where given."""
+        out = x.new_empty(x.shape[0], x.shape[1], self.shape[2]) if out is None else out
         for d, w in enumerate(self.packed):
-            out[d] = torch.ops.quantized.linear_dynamic(x[d].contiguous(), w, True)
+            for a in range(0, x.shape[1], self.ROWS):
+                block = out[d, a : a + self.ROWS]
+                block.copy_(torch.ops.quantized.linear_dynamic(x[d, a : a + self.ROWS].contiguous(), w, True))
+                if bias is not None:
+                    block.add_(bias[d])  # while the block is in cache
         return out
 
     def baddbmm_(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -156,7 +176,7 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     buffer = x.new_empty(D * max((b - a for a, b in chunks), default=0) * G)
     table = None  # (D, U, 4H)
     if rows is not None:
-        table = w_input.bmm(x).add_(bias) if isinstance(w_input, Int8Weight) else torch.baddbmm(bias, x, w_input)
+        table = w_input.bmm(x, bias) if isinstance(w_input, Int8Weight) else torch.baddbmm(bias, x, w_input)
     next_chunk = iter(chunks)
     outputs, done_h, done_c = [], [], []
     offset = chunk_start = chunk_end = 0
@@ -166,7 +186,7 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
             gates_x = buffer[: D * (chunk_end - chunk_start) * G].view(D, chunk_end - chunk_start, G)
             if table is None:
                 if isinstance(w_input, Int8Weight):
-                    w_input.baddbmm_(gates_x.copy_(bias.expand_as(gates_x)), x[:, chunk_start:chunk_end])
+                    w_input.bmm(x[:, chunk_start:chunk_end], bias, out=gates_x)
                 else:
                     torch.baddbmm(bias, x[:, chunk_start:chunk_end], w_input, out=gates_x)  # (D, rows, 4H)
             elif not fused:
@@ -177,8 +197,8 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
             done_c.append(c[:, n:])
             h, c = h[:, :n], c[:, :n]
         if table is not None and fused:  # the state's share into the buffer, the table's rows added in the loop
-            state_share = w_state.bmm(h) if isinstance(w_state, Int8Weight) else \
-                torch.bmm(h, w_state, out=buffer[: D * n * G].view(D, n, G))
+            share = buffer[: D * n * G].view(D, n, G)
+            state_share = w_state.bmm(h, out=share) if isinstance(w_state, Int8Weight) else torch.bmm(h, w_state, out=share)
             c, m = cell_from_table(state_share, table, rows[:, offset : offset + n], c, clip)
         else:
             gates = _baddbmm_(gates_x[:, offset - chunk_start : offset - chunk_start + n], h, w_state)
