@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--no-bilm-tf", action="store_true", help="leave bilm-tf out")
     parser.add_argument("--bilm-tf-batch-size", type=int, default=64)
     parser.add_argument("--old-commit", help="also time ours as it was at this git commit (a worktree under data/bench), "
-                             "or in this folder holding an old tree's src/")
+                             "or in this folder holding an old tree's src/ (with --int8, its int8 too)")
     parser.add_argument("--ablate", action="store_true",
                         help="also time ours without each of its ideas, one at a time: the first layer's gates once "
                              "per distinct token, each step's elementwise part fused")
@@ -200,6 +200,9 @@ def main() -> None:
     if args.int8:
         workers.append(ours(("--implementation", "int8"), "ours-int8"))
         print(deviation(workers[0], workers[-1]))
+        if args.old_commit:  # int8 as it was too
+            workers.append(ours(("--implementation", "int8"), f"ours-int8@{args.old_commit}",
+                                old_tree(args.old_commit, ROOT, CACHE) / "src"))
 
     peaks = {w.impl: w.ask("peak")["flops"] for w in workers if w.impl.startswith("ours") and (gpu or w is workers[0])}
     peak = peaks["ours"]
@@ -241,6 +244,8 @@ def main() -> None:
             memory = f", GPU memory {gpu_mb[impl]:.0f} MB" if impl in gpu_mb else ""
             print(f"{impl}: {speed[impl]:7.0f} tokens/s (median), peak RSS {rss[impl]:.0f} MB{memory}{share}; "
                   f"ours is {speed['ours'] / speed[impl]:.2f}x that")
+    if f"ours-int8@{args.old_commit}" in speed:
+        print(f"ours-int8 is {speed['ours-int8'] / speed[f'ours-int8@{args.old_commit}']:.2f}x ours-int8@{args.old_commit}")
     if "allennlp" in speed:
         order = "input order" if args.allennlp_input_order else "grouped by length"
         print(f"allennlp: {speed['allennlp']:7.0f} tokens/s (median), peak RSS {rss['allennlp']:.0f} MB, "
