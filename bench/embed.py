@@ -45,6 +45,7 @@ from workers import Worker, cpu_model, old_tree  # noqa: E402
 from recipes import brown  # noqa: E402
 from torch_elmo import BiLM, BiLMConfig, read_options, save_bilm  # noqa: E402
 from torch_elmo.default import default_model_files  # noqa: E402
+from torch_elmo.kernels import int8_engine  # noqa: E402
 
 CACHE = ROOT / "data" / "bench"
 ALLENNLP_PYTHON = ROOT / ".peers" / "venv-allennlp" / "bin" / "python"
@@ -154,7 +155,8 @@ def main() -> None:
     sentences = [line.split() for line in work.read_text(encoding="utf-8").splitlines()]
     flops = model_flops(read_options(options), sentences)
     n_tokens = sum(map(len, sentences))
-    print(f"cpu: {cpu_model()}; vector extensions: {vector_extensions()}; {args.threads} threads; torch {torch.__version__}")
+    print(f"cpu: {cpu_model()}; vector extensions: {vector_extensions()}; {args.threads} threads; torch {torch.__version__}"
+          + (f"; int8 engine {int8_engine()}" if args.int8 else ""))
     if gpu:
         print(f"gpu: {gpu_model()}; ours runs there")
     print(f"workload: {len(sentences)} Brown held-out sentences, {n_tokens} tokens, "
