@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from torch_elmo import ElmoEmbedder
 from torch_elmo.cli import main
@@ -139,6 +140,37 @@ def test_int8_is_the_int8_embedder_and_near_float32(tmp_path, capsys, embedder):
             assert np.abs(quantized[1:] - exact[1:]).mean() < 0.03 * np.abs(exact[1:]).mean()
     with h5py.File(tmp_path / "int8.hdf5", "r") as f:
         assert json.loads(f.attrs["elmo_embed"])["settings"]["int8"] is True
+
+
+def test_bf16_is_the_bf16_embedder_and_near_float32(tmp_path, capsys, embedder):
+    src = write_lines(tmp_path / "in.txt", LINES)
+    assert elmo(capsys, "embed", src, tmp_path / "bf16.hdf5", *MODEL_ARGS, "--bf16")[0] == 0
+    arrays = datasets(tmp_path / "bf16.hdf5")
+    bf16 = ElmoEmbedder(OPTIONS, WEIGHTS, dtype=torch.bfloat16)
+    for i, (exact, rounded) in enumerate(zip(expected(embedder, LINES), expected(bf16, LINES))):
+        assert arrays[str(i)].dtype == np.float32
+        np.testing.assert_array_equal(arrays[str(i)], rounded)
+        if exact.size:
+            assert 0 < np.abs(rounded - exact).mean() < 0.03 * np.abs(exact).mean()
+    with h5py.File(tmp_path / "bf16.hdf5", "r") as f:
+        assert json.loads(f.attrs["elmo_embed"])["settings"]["bf16"] is True
+    code, _, err = elmo(capsys, "embed", src, tmp_path / "both.hdf5", *MODEL_ARGS, "--bf16", "--int8")
+    assert code == 2 and "--int8 and --bf16 together" in err and not (tmp_path / "both.hdf5.partial").exists()
+
+
+def test_resume_refuses_a_run_started_with_other_vectors(tmp_path, capsys, monkeypatch):
+    """A partial file started with --bf16 (or --int8) is not continued without it, nor one
+    started without it with it: the file would mix two kinds of vectors."""
+    src = write_lines(tmp_path / "in.txt", many_lines(40))
+    out = tmp_path / "out.hdf5"
+    with monkeypatch.context() as m:
+        m.setattr(ElmoEmbedder, "embed_sentences", interrupt_after(10))
+        assert elmo(capsys, "embed", src, out, *MODEL_ARGS, "--bf16")[0] == 130
+    code, _, err = elmo(capsys, "embed", src, out, *MODEL_ARGS, "--resume")
+    assert code == 2 and "started with bf16=True" in err
+    code, _, err = elmo(capsys, "embed", src, out, *MODEL_ARGS, "--int8", "--resume")
+    assert code == 2 and "started with int8=False, bf16=True" in err
+    assert elmo(capsys, "embed", src, out, *MODEL_ARGS, "--bf16", "--resume")[0] == 0 and out.is_file()
 
 
 def _float32_size(tmp_path, src) -> int:
