@@ -66,6 +66,9 @@ class Int8Weight:
     prints its deviation from float32. The packed weights keep the engine they were packed for
     (`engine`, default `int8_engine()`); every engine computes the same products."""
 
+    ROWS = 256  # rows a call at most: each returns a fresh tensor, and larger ones cost their page faults
+    # (each call quantizes its rows with their own scale: a block's products depend on its rows alone)
+
     def __init__(self, weight: torch.Tensor, engine: str | None = None):
         if weight.dtype != torch.float32 or weight.device.type != "cpu":
             raise UsageError(f"the int8 implementation runs float32 models on the CPU, not {weight.dtype} on "
@@ -84,9 +87,6 @@ class Int8Weight:
             finally:
                 torch.backends.quantized.engine = previous
 
-    ROWS = 256  # rows a call at most: each returns a fresh tensor, and larger ones cost their page faults
-    # (each call quantizes its rows with their own scale: a block's products depend on its rows alone)
-
     def bmm(self, x: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
         """x (D, n, K) float32 -> x @ weight (+ bias (D, 1, N)) (D, n, N), written to `out` where given."""
         out = x.new_empty(x.shape[0], x.shape[1], self.shape[2]) if out is None else out
@@ -95,7 +95,7 @@ class Int8Weight:
                 block = out[d, a : a + self.ROWS]
                 block.copy_(torch.ops.quantized.linear_dynamic(x[d, a : a + self.ROWS].contiguous(), w, True))
                 if bias is not None:
-                    block.add_(bias[d])  # while the block is in cache
+                    block.add_(bias[d])  # block by block, soon after it is written
         return out
 
     def baddbmm_(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
