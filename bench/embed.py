@@ -168,8 +168,9 @@ def main() -> None:
                       (*extra, "--device", args.device), name, src)
 
     workers = [ours()]
+    old_src = old_tree(args.old_commit, ROOT, CACHE) / "src" if args.old_commit else None
     if args.old_commit:
-        workers.append(ours(name=f"ours@{args.old_commit}", src=old_tree(args.old_commit, ROOT, CACHE) / "src"))
+        workers.append(ours(name=f"ours@{args.old_commit}", src=old_src))
         print(deviation(workers[0], workers[-1], 8))
     if not args.no_allennlp:
         if not ALLENNLP_PYTHON.exists():
@@ -203,8 +204,7 @@ def main() -> None:
         workers.append(ours(("--implementation", "int8"), "ours-int8"))
         print(deviation(workers[0], workers[-1]))
         if args.old_commit:  # int8 as it was too
-            workers.append(ours(("--implementation", "int8"), f"ours-int8@{args.old_commit}",
-                                old_tree(args.old_commit, ROOT, CACHE) / "src"))
+            workers.append(ours(("--implementation", "int8"), f"ours-int8@{args.old_commit}", old_src))
 
     peaks = {w.impl: w.ask("peak")["flops"] for w in workers if w.impl.startswith("ours") and (gpu or w is workers[0])}
     peak = peaks["ours"]

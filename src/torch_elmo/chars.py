@@ -8,7 +8,7 @@ Every id is shifted by +1 so that an all-zero row means "no token here" (padding
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -62,10 +62,7 @@ def tokens_to_char_ids(tokens: Sequence[str]) -> torch.Tensor:
     try:
         encoded = [t.encode("utf-8", "ignore")[: MAX_CHARS - 2] for t in tokens]
     except AttributeError:
-        bad = next(t for t in tokens if not isinstance(t, str))
-        raise InputTypeError(
-            f"a token must be a string, got {type(bad).__name__} {bad!r}; give each sentence as a list of str"
-        ) from None
+        raise not_a_string(tokens) from None
     n = len(encoded)
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
     ids = np.full((n, MAX_CHARS), PAD_CHAR + 1, dtype=np.int64)
@@ -87,6 +84,14 @@ def batch_to_ids(sentences: Sequence[Sequence[str]]) -> torch.Tensor:
     Sentences shorter than the longest are padded with all-zero tokens. The sentence boundaries
     are not added here: the model adds them, as AllenNLP's `Elmo` does.
     """
+    return batch_of_token_rows(sentences, tokens_to_char_ids, MAX_CHARS)
+
+
+def batch_of_token_rows(sentences: Sequence[Sequence[str]], token_rows: Callable[[list[str]], torch.Tensor],
+                        width: int) -> torch.Tensor:
+    """Tokenized sentences -> LongTensor (batch, max_len, width): each token's row, from
+    `token_rows` of all the batch's tokens at once (n_tokens, width), zero rows after each
+    sentence. The batching of `batch_to_ids` and of other vocabularies' ids (efml.py)."""
     if isinstance(sentences, str) or any(isinstance(s, str) for s in sentences):
         raise InputTypeError(
             "batch_to_ids takes a list of tokenized sentences (list[list[str]]), got a string; "
@@ -94,6 +99,13 @@ def batch_to_ids(sentences: Sequence[Sequence[str]]) -> torch.Tensor:
         )
     lengths = torch.tensor([len(s) for s in sentences], dtype=torch.long)
     max_len = int(lengths.max()) if len(lengths) else 0
-    ids = torch.zeros(len(sentences), max_len, MAX_CHARS, dtype=torch.long)
-    ids[torch.arange(max_len) < lengths.unsqueeze(1)] = tokens_to_char_ids([t for s in sentences for t in s])
+    ids = torch.zeros(len(sentences), max_len, width, dtype=torch.long)
+    ids[torch.arange(max_len) < lengths.unsqueeze(1)] = token_rows([t for s in sentences for t in s])
     return ids
+
+
+def not_a_string(tokens: Sequence[object]) -> InputTypeError:
+    """The error for a batch holding a token that is not a string, naming the first one."""
+    bad = next(t for t in tokens if not isinstance(t, str))
+    return InputTypeError(f"a token must be a string, got {type(bad).__name__} {bad!r}; "
+                          "give each sentence as a list of str")

@@ -65,7 +65,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import kernels
-from .errors import ElmoFormatError, InputTypeError
+from .chars import batch_of_token_rows, not_a_string
+from .errors import ElmoFormatError
 from .model import BiLMConfig, BiLMOutput, ElmoLstm, PackedBatch
 
 PathLike = str | os.PathLike
@@ -235,25 +236,18 @@ class EfmlVocabulary:
 
     def batch_to_ids(self, sentences: Sequence[Sequence[str]]) -> torch.Tensor:
         """Tokenized sentences -> LongTensor (batch, max_len, 1 + max_chars); all-zero rows pad.
-        The sentence boundaries are not added here: the model adds them. Each distinct token of
-        the batch is spelled once (in a batch of text about half of the tokens repeat)."""
-        if isinstance(sentences, str) or any(isinstance(s, str) for s in sentences):
-            raise InputTypeError("batch_to_ids takes a list of tokenized sentences (list[list[str]]), got a string; "
-                                 "split each sentence into tokens first, e.g. sentence.split()")
-        tokens = [t for s in sentences for t in s]
+        The sentence boundaries are not added here: the model adds them."""
+        return batch_of_token_rows(sentences, self._token_rows, self.width)
+
+    def _token_rows(self, tokens: list[str]) -> torch.Tensor:
+        """`token_ids` of each token (n, width), each distinct token spelled once (in a batch of
+        text about half of the tokens repeat)."""
         try:
             distinct = {t: k for k, t in enumerate(dict.fromkeys(tokens))}  # token -> its row in `table`
             table = torch.tensor([self.token_ids(t) for t in distinct], dtype=torch.long).view(-1, self.width)
         except TypeError:
-            bad = next(t for t in tokens if not isinstance(t, str))
-            raise InputTypeError(
-                f"a token must be a string, got {type(bad).__name__} {bad!r}; give each sentence as a list of str"
-            ) from None
-        lengths = torch.tensor([len(s) for s in sentences], dtype=torch.long)
-        max_len = int(lengths.max()) if len(lengths) else 0
-        ids = torch.zeros(len(sentences), max_len, self.width, dtype=torch.long)
-        ids[torch.arange(max_len) < lengths.unsqueeze(1)] = table[torch.tensor([distinct[t] for t in tokens], dtype=torch.long)]
-        return ids
+            raise not_a_string(tokens) from None
+        return table[torch.tensor([distinct[t] for t in tokens], dtype=torch.long)]
 
 
 # --------------------------------------------------------------------------------------------
