@@ -54,6 +54,32 @@ def test_hand_written_backward_through_time_equals_autograd(proj_dim, clip, fuse
         assert step_backward.compiled not in (None, False)
 
 
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("proj_dim, clip", [(3, 0.5), (5, None)])
+def test_embedding_without_autograd_equals_the_plain_layer(proj_dim, clip, fused, monkeypatch):
+    """lstm_inference (each step's output written in place into the layer's output) against the
+    plain implementation, with and without a projection (proj_dim 5 = hidden 5: none), on rows
+    ending at different steps, from initial states; steps large enough to be compiled when fused."""
+    monkeypatch.setattr(Fused, "enabled", fused)
+    monkeypatch.setattr(kernels, "FUSED_FROM", 1)
+    torch.manual_seed(2)
+    layer = LstmWithProjection(4, 5, proj_dim, clip, clip, n_directions=2).double()
+    with torch.no_grad():
+        layer.bias.normal_()
+        layer.w_state.mul_(3)
+    plain = copy.deepcopy(layer)
+    plain.implementation = "plain"
+    batch_sizes = [4, 4, 3, 1, 1]
+    x = torch.randn(2, sum(batch_sizes), 4, dtype=torch.float64)
+    state = torch.randn(2, 5, proj_dim, dtype=torch.float64), torch.randn(2, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        out, (h, c) = layer(x, batch_sizes, state)
+        expected, (expected_h, expected_c) = plain(x, batch_sizes, state)
+    for a, b in [(out, expected), (h, expected_h), (c, expected_c)]:
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    torch.testing.assert_close(h[:, 4], state[0][:, 4])  # the row that never runs keeps its state
+
+
 def test_training_with_the_first_layers_gates_once_per_distinct_input_changes_nothing():
     """LstmThroughTime with `rows` (x holding U distinct inputs) against the same slots given each
     its own input: outputs and every gradient equal (float64), also with repeated inputs per step."""

@@ -394,8 +394,7 @@ class EfmlBiLM(nn.Module):
             initial = [(h.expand(-1, B, -1).contiguous(), c.expand(-1, B, -1).contiguous()) for h, c in after_mark]
         packed = PackedBatch.from_lengths(lengths, T)
         outputs, _ = self.lstm(packed.pack(tokens, 2), packed.batch_sizes, initial)
-        layers = [torch.cat([tokens, tokens], dim=-1)] + [packed.unpack(out, B, T) for out in outputs]
-        return BiLMOutput(layers, mask)
+        return BiLMOutput(packed.unpack(tokens, outputs, 2), mask)
 
     def _token_vectors(self, ids: torch.Tensor, mask: torch.Tensor, word_ids: torch.Tensor | None) -> torch.Tensor:
         B, T, _ = ids.shape

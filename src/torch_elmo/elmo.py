@@ -156,7 +156,7 @@ class ElmoEmbedder:
         """(B, L+1, T, dim) activations without sentence boundaries, and the (B, T) mask."""
         char_ids, word_ids = self._ids(batch)
         output = self.bilm(char_ids, word_ids, boundaries=False)
-        return torch.stack(output.layers, dim=1), output.mask  # (B, L+1, T, dim), (B, T)
+        return output.activations, output.mask  # (B, L+1, T, dim), (B, T)
 
     def clear_token_cache(self) -> None:
         self._token_rows.clear()

@@ -105,8 +105,9 @@ class Int8Weight:
         return out
 
 
-def _bmm(x: torch.Tensor, w: torch.Tensor | Int8Weight) -> torch.Tensor:
-    return w.bmm(x) if isinstance(w, Int8Weight) else torch.bmm(x, w)
+def _bmm(x: torch.Tensor, w: torch.Tensor | Int8Weight, out: torch.Tensor) -> torch.Tensor:
+    """x @ w, written to `out`."""
+    return w.bmm(x, out=out) if isinstance(w, Int8Weight) else torch.bmm(x, w, out=out)
 
 
 def _baddbmm_(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor | Int8Weight) -> torch.Tensor:
@@ -178,7 +179,8 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     if rows is not None:
         table = w_input.bmm(x, bias) if isinstance(w_input, Int8Weight) else torch.baddbmm(bias, x, w_input)
     next_chunk = iter(chunks)
-    outputs, done_h, done_c = [], [], []
+    out = x.new_empty(D, sum(batch_sizes), P)  # every step's output, written where it belongs
+    done_h, done_c = [], []
     offset = chunk_start = chunk_end = 0
     for n in batch_sizes:
         if offset == chunk_end:
@@ -203,16 +205,16 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
         else:
             gates = _baddbmm_(gates_x[:, offset - chunk_start : offset - chunk_start + n], h, w_state)
             c, m = cell(gates, c, clip) if fused else _cell_in_place(gates, c, cell_clip)
-        h = m
+        h = out[:, offset : offset + n]  # (D, n, P), the next step's state
         if w_proj is not None:
-            h = _bmm(m, w_proj)  # (D, n, P)
+            _bmm(m, w_proj, out=h)
             if proj_clip is not None:
-                h = h.clamp_(-proj_clip, proj_clip)
+                h.clamp_(-proj_clip, proj_clip)
+        else:
+            h.copy_(m)
         offset += n
-        outputs.append(h)
     done_h.append(h)
     done_c.append(c)
-    out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(D, 0, P)
     return out, torch.cat(done_h[::-1], dim=1), torch.cat(done_c[::-1], dim=1)
 
 

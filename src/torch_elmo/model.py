@@ -263,14 +263,21 @@ class PackedBatch:
         index = (self.forward_index, self.backward_index)[:n_directions]
         return torch.stack([flat[i] for i in index])
 
-    def unpack(self, packed: torch.Tensor, batch: int, max_len: int) -> torch.Tensor:
-        """(D, N, P) -> (B, T, D * P), each direction back in reading order, zero at padding."""
-        D, _, P = packed.shape
-        out = packed.new_zeros(batch * max_len, D * P)
+    def unpack(self, tokens: torch.Tensor, outputs: list[torch.Tensor], n_directions: int) -> torch.Tensor:
+        """The token vectors (B, T, P) and each LSTM layer's packed outputs (D, N, P) -> every
+        layer in one tensor (B, L + 1, T, D * P): the tokens once for each direction, then each
+        layer with each direction back in reading order; zero at padding. (One tensor, so that
+        the embedder's (B, L + 1, T, dim) arrays are written once, not stacked from layers.)"""
+        B, T, P = tokens.shape
+        D = n_directions
+        out = tokens.new_zeros(B, 1 + len(outputs), T, D, P)
+        out[:, 0] = tokens.unsqueeze(2)  # (B, T, D, P)
         index = (self.forward_index, self.backward_index)[:D]
         for d in range(D):
-            out[index[d], d * P : (d + 1) * P] = packed[d]
-        return out.view(batch, max_len, D * P)
+            b, t = index[d] // T, index[d] % T  # the slots' rows and positions
+            for k, packed in enumerate(outputs):
+                out[b, k + 1, t, d] = packed[d]
+        return out.view(B, 1 + len(outputs), T, D * P)
 
 
 LstmState = tuple[torch.Tensor, torch.Tensor]  # h (D, B, P), c (D, B, H)
@@ -425,8 +432,13 @@ class ElmoLstm(nn.Module):
 
 @dataclass
 class BiLMOutput:
-    layers: list[torch.Tensor]  # L + 1 tensors (B, T, D * P), sentence boundaries included
-    mask: torch.Tensor  # (B, T) bool, True at real tokens (boundaries included)
+    activations: torch.Tensor  # (B, L + 1, T, D * P): the token layer, then each LSTM layer
+    mask: torch.Tensor  # (B, T) bool, True at real tokens (sentence boundaries included where they are)
+
+    @property
+    def layers(self) -> list[torch.Tensor]:
+        """The L + 1 layers (B, T, D * P), views of `activations`."""
+        return list(self.activations.unbind(1))
 
 
 def add_sentence_boundaries(char_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -441,13 +453,15 @@ def add_sentence_boundaries(char_ids: torch.Tensor) -> tuple[torch.Tensor, torch
     return out, lengths + 2
 
 
-def remove_sentence_boundaries(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T, ...) with <S> first and </S> after each row's last token, and its (B, T) mask ->
-    (B, T - 2, ...) without them (zero at padding), and the words' (B, T - 2) mask."""
+def remove_sentence_boundaries(x: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, ...) (positions along `dim`) with <S> first and </S> after each row's last token,
+    and its (B, T) mask -> (B, T - 2, ...) without them (zero at padding), and the words'
+    (B, T - 2) mask."""
     lengths = mask.sum(dim=1) - 2  # (B,)
-    inner = torch.arange(x.shape[1] - 2, device=x.device) < lengths.unsqueeze(1)  # (B, T - 2)
-    shape = (*inner.shape,) + (1,) * (x.dim() - 2)
-    return x[:, 1:-1] * inner.view(shape).to(x.dtype), inner
+    inner = torch.arange(x.shape[dim] - 2, device=x.device) < lengths.unsqueeze(1)  # (B, T - 2)
+    shape = [len(inner)] + [1] * (x.dim() - 1)
+    shape[dim] = inner.shape[1]
+    return x.narrow(dim, 1, inner.shape[1]) * inner.view(shape).to(x.dtype), inner
 
 
 class BiLM(nn.Module):
@@ -525,13 +539,10 @@ class BiLM(nn.Module):
         if self.stateful:
             self._store_states(finals, packed.order)
 
-        layers = [torch.cat([tokens] * D, dim=-1)]
-        layers += [packed.unpack(out, B, T2) for out in outputs]
-        output = BiLMOutput(layers, mask)
+        activations = packed.unpack(tokens, outputs, D)  # (B, L + 1, T2, D * P)
         if not boundaries:
-            inner = [remove_sentence_boundaries(layer, mask) for layer in layers]
-            output = BiLMOutput([x for x, _ in inner], inner[0][1])
-        return output
+            return BiLMOutput(*remove_sentence_boundaries(activations, mask, dim=2))
+        return BiLMOutput(activations, mask)
 
     def _forward_words(self, char_ids: torch.Tensor, word_ids: torch.Tensor | None) -> BiLMOutput:
         """Stateless `forward(boundaries=False)`: each direction starts at the first word it reads
@@ -548,9 +559,7 @@ class BiLM(nn.Module):
         packed = PackedBatch.from_lengths(lengths, T)
         x, rows = self._first_layer_input(char_ids, mask, tokens, packed, word_ids)
         outputs, _ = self.lstm(x, packed.batch_sizes, initial, rows)
-        layers = [torch.cat([tokens] * D, dim=-1)]
-        layers += [packed.unpack(out, B, T) for out in outputs]
-        return BiLMOutput(layers, mask)
+        return BiLMOutput(packed.unpack(tokens, outputs, D), mask)
 
     def _first_layer_input(self, char_ids: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor,
                            packed: PackedBatch, word_ids: torch.Tensor | None = None
