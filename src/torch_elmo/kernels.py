@@ -125,6 +125,13 @@ def _cell(gates: torch.Tensor, c: torch.Tensor, clip: torch.Tensor) -> tuple[tor
     return c, torch.sigmoid(o) * torch.tanh(c)
 
 
+def _cell_with_bias(gates: torch.Tensor, bias: torch.Tensor, c: torch.Tensor,
+                    clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_cell` of gates (D, n, 4H) without the bias (D, 1, 4H), compiled, the bias added in the
+    loop: a chunk's input product is then written once, not added onto a copy of the bias."""
+    return _cell(gates + bias, c, clip)
+
+
 def _cell_from_table(state_share: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, c: torch.Tensor,
                      clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`_cell` whose gates are the state's share (D, n, 4H) plus each slot's row of the input
@@ -162,8 +169,9 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
 
     Where the steps are large (FUSED_FROM gate values) and torch.compile works, each step's
     elementwise part is one compiled loop (`cell`: ~10 ops, each reading and writing (D, n, H)
-    tensors, fused), and a table's rows are read by that loop where they are used, instead of
-    being gathered into the buffer first (`cell_from_table`).
+    tensors, fused), which also adds the bias (the chunk's product then only writes its buffer),
+    and a table's rows are read by that loop where they are used, instead of being gathered into
+    the buffer first (`cell_from_table`).
     """
     D, G, P = x.shape[0], bias.shape[-1], w_state.shape[1]  # w_* may be Int8Weight: the products in int8
     fused = Fused.enabled and D * h.shape[1] * G >= FUSED_FROM
@@ -186,11 +194,13 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
         if offset == chunk_end:
             chunk_start, chunk_end = next(next_chunk)
             gates_x = buffer[: D * (chunk_end - chunk_start) * G].view(D, chunk_end - chunk_start, G)
-            if table is None:
+            if table is None:  # (D, rows, 4H); fused, the bias is added by each step's loop
                 if isinstance(w_input, Int8Weight):
-                    w_input.bmm(x[:, chunk_start:chunk_end], bias, out=gates_x)
+                    w_input.bmm(x[:, chunk_start:chunk_end], None if fused else bias, out=gates_x)
+                elif fused:
+                    torch.bmm(x[:, chunk_start:chunk_end], w_input, out=gates_x)
                 else:
-                    torch.baddbmm(bias, x[:, chunk_start:chunk_end], w_input, out=gates_x)  # (D, rows, 4H)
+                    torch.baddbmm(bias, x[:, chunk_start:chunk_end], w_input, out=gates_x)
             elif not fused:
                 for d in range(D):
                     torch.index_select(table[d], 0, rows[d, chunk_start:chunk_end], out=gates_x[d])
@@ -204,7 +214,7 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
             c, m = cell_from_table(state_share, table, rows[:, offset : offset + n], c, clip)
         else:
             gates = _baddbmm_(gates_x[:, offset - chunk_start : offset - chunk_start + n], h, w_state)
-            c, m = cell(gates, c, clip) if fused else _cell_in_place(gates, c, cell_clip)
+            c, m = cell(gates, bias, c, clip) if fused else _cell_in_place(gates, c, cell_clip)
         h = out[:, offset : offset + n]  # (D, n, P), the next step's state
         if w_proj is not None:
             _bmm(m, w_proj, out=h)
@@ -281,7 +291,7 @@ class Fused:
 
 
 step_backward = Fused(_step_backward)
-cell = Fused(_cell)
+cell = Fused(_cell_with_bias)
 cell_from_table = Fused(_cell_from_table)
 
 
