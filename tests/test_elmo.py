@@ -187,25 +187,6 @@ def test_token_cache_changes_nothing_but_speed(options_file, weight_file, cache_
     assert len(cached._token_rows) == min(cache_size, 15)
 
 
-def test_buffers_kept_from_batch_to_batch_change_nothing(options_file, weight_file):
-    """On a CPU the embedder's LSTMs reuse their buffers (kernels.scratch) from batch to batch:
-    the arrays equal those of fresh buffers through batches that grow, shrink and grow again, and
-    the buffers are the same memory from one batch to the next."""
-    kept = ElmoEmbedder(options_file, weight_file, dtype=torch.float64)
-    fresh = ElmoEmbedder(options_file, weight_file, dtype=torch.float64)
-    fresh.bilm.lstm.workspace = None
-    small = [["the", "bank", "the", "bank"], ["a", "bank"]]  # repeats: the first layer's table of distinct tokens
-    large = SENTENCES * 3 + [["the", "river", "bank", "of", "the", "river", "the", "end"]]
-    for batch in (small, large, small, large):
-        for a, b in zip(kept.embed_batch(batch), fresh.embed_batch(batch)):
-            np.testing.assert_allclose(a, b, atol=0, rtol=0)
-    workspace = kept.bilm.lstm.workspace
-    assert set(workspace) == {"gates", "table"}
-    memory = {name: t.data_ptr() for name, t in workspace.items()}
-    kept.embed_batch(small)
-    assert {name: t.data_ptr() for name, t in workspace.items()} == memory
-
-
 @pytest.mark.parametrize("has_bf16", [False, True])
 def test_bfloat16_on_a_cpu_without_bf16_matmul_warns(options_file, weight_file, monkeypatch, has_bf16):
     """bfloat16 is 0.29x float32 on a CPU without AVX-512 BF16 or AMX: the embedder says so."""

@@ -130,8 +130,6 @@ class ElmoEmbedder:
                           "use float32 here, bfloat16 on a GPU or a CPU with AVX-512 BF16 or AMX", stacklevel=2)
         self.bilm = load_bilm(options_file, weight_file, dtype=dtype, device=self.device, stateful=stateful,
                               implementation=implementation)
-        if self.device.type == "cpu":  # the LSTMs' large buffers kept from batch to batch (no pool of CPU memory)
-            self.bilm.lstm.workspace = {}
         self._batch_to_ids = getattr(self.bilm, "batch_to_ids", batch_to_ids)  # an EfmlBiLM has its own ids
         self._token_rows: dict[str, int] = {}  # token -> row of bilm.word_cache and of _token_chars (0: padding)
         self._token_chars: torch.Tensor | None = None  # (cache + 1, C) each cached token's character ids

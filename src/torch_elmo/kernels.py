@@ -115,20 +115,6 @@ def _baddbmm_(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor | Int8Weight) 
     return w.baddbmm_(out, x) if isinstance(w, Int8Weight) else out.baddbmm_(x, w)
 
 
-def scratch(workspace: dict[str, torch.Tensor] | None, name: str, numel: int, like: torch.Tensor) -> torch.Tensor:
-    """A 1-D tensor of `numel` elements (`like`'s dtype and device), its values undefined: a fresh
-    one, or with a `workspace` (a dict its owner keeps from call to call) the front of its
-    tensor `name`, replaced by a larger one when too small. On a CPU each fresh large tensor
-    costs its page faults again (PyTorch keeps no pool of CPU memory): reused, it is just written."""
-    if workspace is None:
-        return like.new_empty(numel)
-    kept = workspace.get(name)
-    if kept is None or kept.numel() < numel or kept.dtype != like.dtype or kept.device != like.device:
-        workspace.pop(name, None)  # freed before its successor is allocated
-        kept = workspace[name] = like.new_empty(numel)
-    return kept[:numel]
-
-
 def _cell(gates: torch.Tensor, c: torch.Tensor, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """An embedding step's elementwise part, to be compiled: the gates (D, n, 4H), input's and
     state's shares summed, and the previous cell (D, n, H) -> the new cell, clipped to
@@ -168,11 +154,9 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
                    w_state: torch.Tensor | Int8Weight, w_proj: torch.Tensor | Int8Weight | None,
                    h: torch.Tensor, c: torch.Tensor, batch_sizes: list[int],
                    cell_clip: float | None, proj_clip: float | None,
-                   rows: torch.Tensor | None = None, workspace: dict[str, torch.Tensor] | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x (D, N, I) packed, bias (D, 1, 4H) (forget offset included), h (D, B, P) and c (D, B, H)
-    the sorted rows' initial state -> outputs (D, N, P) and every row's final h, c. The gates'
-    buffer and the table below come from `workspace` where given (see `scratch`).
+    the sorted rows' initial state -> outputs (D, N, P) and every row's final h, c.
 
     With `rows` (D, N), x is (D, U, I), U distinct inputs, and slot n of direction d reads
     x[d, rows[d, n]]: the input's share of the gates is computed once per distinct input (a
@@ -198,14 +182,10 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
         if end - start >= GATE_ROWS or t == len(batch_sizes) - 1:
             chunks.append((start, end))
             start = end
-    buffer = scratch(workspace, "gates", D * max((b - a for a, b in chunks), default=0) * G, x)
+    buffer = x.new_empty(D * max((b - a for a, b in chunks), default=0) * G)
     table = None  # (D, U, 4H)
     if rows is not None:
-        table = scratch(workspace, "table", D * x.shape[1] * G, x).view(D, x.shape[1], G)
-        if isinstance(w_input, Int8Weight):
-            w_input.bmm(x, bias, out=table)
-        else:
-            torch.baddbmm(bias, x, w_input, out=table)
+        table = w_input.bmm(x, bias) if isinstance(w_input, Int8Weight) else torch.baddbmm(bias, x, w_input)
     next_chunk = iter(chunks)
     out = x.new_empty(D, sum(batch_sizes), P)  # every step's output, written where it belongs
     done_h, done_c = [], []

@@ -349,10 +349,8 @@ class LstmWithProjection(nn.Module):
         return h, c
 
     def forward(self, x: torch.Tensor, batch_sizes: list[int], state: LstmState | None = None,
-                rows: torch.Tensor | None = None, workspace: dict[str, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, LstmState]:
+                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, LstmState]:
         """x (D, N, I) packed -> outputs (D, N, P) packed, and each row's final (h, c).
-        Without autograd, the fast kernel takes its buffers from `workspace` where given.
 
         `state` holds each row's initial state (sorted order); rows that never run keep theirs.
         With `rows` (D, N), x holds U distinct inputs (D, U, I) and slot n of direction d reads
@@ -368,7 +366,7 @@ class LstmWithProjection(nn.Module):
             if not needs_grad:  # ELMo embedding text, or frozen inside a task model
                 weights = self._int8_weights() if self.implementation == "int8" else (self.w_input, self.w_state, self.w_proj)
                 out, h, c = kernels.lstm_inference(x, weights[0], bias, weights[1], weights[2], h, c,
-                                                   batch_sizes, self.cell_clip, self.proj_clip, rows, workspace)
+                                                   batch_sizes, self.cell_clip, self.proj_clip, rows)
                 return out, (h, c)
             if self.implementation == "int8":
                 raise UsageError("the int8 implementation only embeds (no gradients): train or fine-tune the biLM "
@@ -408,9 +406,6 @@ class ElmoLstm(nn.Module):
                                config.implementation)
             for k in range(config.n_layers)
         )
-        # Buffers the layers take from this dict, kept from batch to batch, when embedding without
-        # autograd (kernels.scratch); None: fresh ones each call. ElmoEmbedder sets it on a CPU.
-        self.workspace: dict[str, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, batch_sizes: list[int], states: list[LstmState] | None = None,
                 rows: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[LstmState]]:
@@ -423,8 +418,7 @@ class ElmoLstm(nn.Module):
             if rows is not None and k == 0 and p and self.training:  # a dropout mask per slot: every slot's own input
                 x, rows = torch.stack([x[d, rows[d]] for d in range(x.shape[0])]), None
             x_in = F.dropout(x, p, self.training) if p else x
-            x, final = layer(x_in, batch_sizes, states[k] if states is not None else None, rows if k == 0 else None,
-                             self.workspace)
+            x, final = layer(x_in, batch_sizes, states[k] if states is not None else None, rows if k == 0 else None)
             if self.use_skip_connections and k > 0:
                 x = x + x_in
             outputs.append(x)
