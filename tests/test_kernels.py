@@ -249,11 +249,11 @@ def test_int8_engines_compute_the_same_products():
 def test_the_int8_biLM_is_the_float_one_to_int8_precision(options_file, weight_file, fused_from, monkeypatch):
     """Each step op by op (the fixture's small steps) and compiled (the bias then added by the step)."""
     monkeypatch.setattr(kernels, "FUSED_FROM", fused_from)
-    fast = load_bilm(options_file, weight_file, implementation="plain")  # the formulas, step by step
+    plain = load_bilm(options_file, weight_file, implementation="plain")  # the formulas, step by step
     int8 = load_bilm(options_file, weight_file, implementation="int8")
     ids = batch_to_ids(SENTENCES)
     with torch.no_grad():
-        a, b = fast(ids).layers, int8(ids).layers
+        a, b = plain(ids).layers, int8(ids).layers
     torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-6)  # the char CNN is not quantized
     for x, y in zip(a[1:], b[1:]):
         relative = float((x - y).abs().mean() / x.abs().mean())
