@@ -154,6 +154,20 @@ def test_max_over_windows_is_the_convolution_max_pooled():
     assert LstmWithProjection(2, 3, 2, None, None, implementation="plain").implementation == "plain"
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_tanh_of_compiled_loops_is_tanh_to_two_ulp(compiled):
+    x = torch.cat([torch.linspace(-12, 12, 100_001), torch.logspace(-40, 1.5, 2001), -torch.logspace(-40, 1.5, 2001),
+                   torch.tensor([0.0, -0.0, 20.0, -20.0, 1e30, float("inf"), -float("inf")])])
+    tanh = torch.compile(kernels._tanh, dynamic=True) if compiled else kernels._tanh
+    if compiled and not Fused.enabled:
+        pytest.skip("torch.compile is off here (TORCH_ELMO_COMPILE=0)")
+    got, expected = tanh(x), torch.tanh(x.double())
+    ulp = torch.finfo(torch.float32).eps * expected.abs().clamp_min(torch.finfo(torch.float32).tiny)
+    assert ((got.double() - expected).abs() <= 2 * ulp).all()
+    assert torch.equal(torch.signbit(got), torch.signbit(x))  # -0.0 stays -0.0
+    assert tanh(torch.tensor([float("nan")])).isnan().all()
+
+
 def test_the_first_layers_gates_once_per_distinct_token_change_nothing(options_file, weight_file, skip_model,
                                                                        monkeypatch):
     """Stateless embedding computes the first layer's input share of the gates once per distinct

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reference.bilm_tf import ReferenceBiLM
-from torch_elmo import ElmoEmbedder, batch_to_ids, load_bilm
+from torch_elmo import ElmoEmbedder, batch_to_ids, kernels, load_bilm
 
 from .conftest import MODEL
 
@@ -22,8 +22,13 @@ def original_batches(sentences):
     return [[sentences[k * 10 + i] for k in range(3)] for i in range(10)]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_stateful_embedder_matches_original(options_file, weight_file, fixture_sentences, dtype):
+@pytest.mark.parametrize("dtype, fused_from", [(torch.float32, kernels.FUSED_FROM), (torch.float32, 0),
+                                                (torch.float64, kernels.FUSED_FROM)])
+def test_stateful_embedder_matches_original(options_file, weight_file, fixture_sentences, dtype, fused_from,
+                                            monkeypatch):
+    """fused_from 0: every step's elementwise part compiled (kernels.cell, with its own tanh), as
+    large batches run; the fixture's batches of three are otherwise too small for it."""
+    monkeypatch.setattr(kernels, "FUSED_FROM", fused_from)
     embedder = ElmoEmbedder(options_file, weight_file, dtype=dtype, stateful=True)
     for i, batch in enumerate(original_batches(fixture_sentences)):
         embeddings, mask = embedder.batch_to_embeddings(batch)
@@ -31,6 +36,8 @@ def test_stateful_embedder_matches_original(options_file, weight_file, fixture_s
         for k, sentence in enumerate(batch):
             top = embeddings[k, 2, : len(sentence)].numpy()
             assert np.allclose(top, expected_top_layer(k, i), atol=1e-6), f"batch {i}, sentence {k}"
+    if fused_from == 0 and kernels.Fused.enabled:
+        assert kernels.cell.compiled not in (None, False)
 
 
 def test_stateless_differs_from_stateful_fixture(options_file, weight_file, fixture_sentences):
