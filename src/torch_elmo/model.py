@@ -474,7 +474,7 @@ class BiLM(nn.Module):
 
     TOKEN_CHUNK = 256  # tokens through the char CNN at once: its largest activation is (256, 44, 1024) floats
     DISTINCT_TOKENS_AT_MOST = 0.75  # stateless embedding: the first layer's gates once per token when U <= this x N
-    DISTINCT_TABLE_BYTES = 2**28  # ... and when their table (D, U, 4H) takes at most this much memory
+    DISTINCT_TABLE_BYTES = 2**29  # ... and when their table (D, U, 4H) takes at most this much memory
 
     def __init__(self, config: BiLMConfig, stateful: bool = False):
         super().__init__()
@@ -568,7 +568,7 @@ class BiLM(nn.Module):
         enough, its distinct token vectors (D, U, P) and each slot's row (D, N): the input's
         share of the first layer's gates depends on the token alone (DISTINCT_TOKENS_AT_MOST:
         the share of distinct tokens below which this pays, 0 turns it off; DISTINCT_TABLE_BYTES
-        bounds the table's memory: 256 MiB is 4,096 distinct tokens of the original). Tokens are told
+        bounds the table's memory: 512 MiB is 4,096 distinct tokens of the original). Tokens are told
         apart by their cache rows where every one has a row, else by their character ids."""
         D = self.config.n_directions
         if self.training or self.config.implementation == "plain" or not self.DISTINCT_TOKENS_AT_MOST:
