@@ -29,6 +29,7 @@ def test_stateful_embedder_matches_original(options_file, weight_file, fixture_s
     """fused_from 0: every step's elementwise part compiled (kernels.cell, with its own tanh), as
     large batches run; the fixture's batches of three are otherwise too small for it."""
     monkeypatch.setattr(kernels, "FUSED_FROM", fused_from)
+    monkeypatch.setattr(kernels.cell, "compiled", None)  # compiled here, not by an earlier test
     embedder = ElmoEmbedder(options_file, weight_file, dtype=dtype, stateful=True)
     for i, batch in enumerate(original_batches(fixture_sentences)):
         embeddings, mask = embedder.batch_to_embeddings(batch)
