@@ -54,12 +54,15 @@ def test_hand_written_backward_through_time_equals_autograd(proj_dim, clip, fuse
         assert step_backward.compiled not in (None, False)
 
 
+@pytest.mark.parametrize("in_turn", [True, False])
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("proj_dim, clip", [(3, 0.5), (5, None)])
-def test_embedding_without_autograd_equals_the_plain_layer(proj_dim, clip, fused, monkeypatch):
+def test_embedding_without_autograd_equals_the_plain_layer(proj_dim, clip, fused, in_turn, monkeypatch):
     """lstm_inference (each step's output written in place into the layer's output) against the
     plain implementation, with and without a projection (proj_dim 5 = hidden 5: none), on rows
-    ending at different steps, from initial states; steps large enough to be compiled when fused."""
+    ending at different steps, from initial states; steps large enough to be compiled when fused;
+    the directions in turn (a CPU's way) and together (a GPU's)."""
+    monkeypatch.setattr(kernels, "DIRECTIONS_IN_TURN", in_turn)
     monkeypatch.setattr(Fused, "enabled", fused)
     monkeypatch.setattr(kernels, "FUSED_FROM", 1)
     torch.manual_seed(2)
@@ -240,6 +243,15 @@ def test_int8_products_in_row_blocks_with_bias_into_a_buffer(monkeypatch):
     assert got.data_ptr() == buffer.data_ptr()
     torch.testing.assert_close(got, torch.cat(blocks, dim=1) + bias, rtol=0, atol=1e-5)
     assert (got - bias - torch.bmm(x, w)).abs().mean() < 0.03 * torch.bmm(x, w).abs().mean()
+
+
+def test_an_int8_weights_slice_is_its_directions_weights():
+    """As a tensor's slice: lstm_inference runs the directions in turn on a CPU."""
+    torch.manual_seed(0)
+    w, x = torch.randn(2, 64, 48), torch.randn(2, 7, 64)
+    q = kernels.Int8Weight(w)
+    assert q[1:2].shape == (1, 64, 48)
+    assert torch.equal(q[1:2].bmm(x[1:2]), q.bmm(x)[1:2])
 
 
 def test_int8_engines_compute_the_same_products():

@@ -18,6 +18,7 @@ P projection size.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import warnings
@@ -48,6 +49,7 @@ def max_over_windows(chars: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 # LSTM with projection, without autograd
 
 GATE_ROWS = 1024  # rows of the input-to-gates product computed at once
+DIRECTIONS_IN_TURN = True  # on a CPU, lstm_inference runs one direction, then the next
 FUSED_FROM = 2**20  # gate values a step from which its elementwise part is compiled (compiling costs seconds once)
 
 
@@ -97,6 +99,13 @@ class Int8Weight:
                 if bias is not None:
                     block.add_(bias[d])  # block by block, soon after it is written
         return out
+
+    def __getitem__(self, directions: slice) -> Int8Weight:
+        """Some directions' weights, as a tensor's slice: w[d : d + 1]."""
+        part = copy.copy(self)
+        part.packed = self.packed[directions]
+        part.shape = (len(part.packed), *self.shape[1:])
+        return part
 
     def baddbmm_(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """out (D, n, N) += x (D, n, K) @ weight, a direction at a time (no (D, n, N) temporary)."""
@@ -195,8 +204,18 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     tensors, fused), which also adds the bias (the chunk's product then only writes its buffer),
     and a table's rows are read by that loop where they are used, instead of being gathered into
     the buffer first (`cell_from_table`).
+
+    On a CPU the directions run in turn, each on its own (DIRECTIONS_IN_TURN): a step's tensors
+    are half the size, more of them stay in cache, and that is measured faster there
+    (bench/embed.py); a GPU keeps both in one batched product, the more work a launch.
     """
     D, G, P = x.shape[0], bias.shape[-1], w_state.shape[1]  # w_* may be Int8Weight: the products in int8
+    if D > 1 and x.device.type == "cpu" and DIRECTIONS_IN_TURN:
+        runs = [lstm_inference(x[d : d + 1], w_input[d : d + 1], bias[d : d + 1], w_state[d : d + 1],
+                               None if w_proj is None else w_proj[d : d + 1], h[d : d + 1], c[d : d + 1],
+                               batch_sizes, cell_clip, proj_clip, None if rows is None else rows[d : d + 1])
+                for d in range(D)]
+        return tuple(torch.cat(parts) for parts in zip(*runs))
     fused = Fused.enabled and D * h.shape[1] * G >= FUSED_FROM
     clip = torch.tensor(float("inf") if cell_clip is None else cell_clip, dtype=c.dtype, device=c.device) \
         if fused else None  # a tensor, so that no clip value makes torch.compile trace again
