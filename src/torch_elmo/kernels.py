@@ -50,7 +50,9 @@ def max_over_windows(chars: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 
 GATE_ROWS = 1024  # rows of the input-to-gates product computed at once
 DIRECTIONS_IN_TURN = True  # on a CPU, lstm_inference runs one direction, then the next
-FUSED_FROM = 2**20  # gate values a step (of one direction, when they run in turn) from which its elementwise part is compiled (compiling costs seconds once)
+# Gate values a step (one direction's, when the directions run in turn) from which its
+# elementwise part is compiled (compiling costs seconds once).
+FUSED_FROM = 2**20
 
 
 def int8_engine() -> str:
