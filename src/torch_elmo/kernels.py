@@ -5,7 +5,7 @@ what its plain counterpart computes, to float rounding, and is tested against it
     max_over_windows   a char CNN convolution max-pooled over positions, as one matmul over the
                        unfolded windows (Conv1d followed by a max does twice the memory traffic)
     lstm_inference     an LSTM layer without autograd: the input's share of the gates for many
-                       steps in one product, each step computed in place inside that buffer
+                       steps in one product, each gate's share apart, in buffers reused every step
     LstmThroughTime    an LSTM layer with autograd: forward and backward through time written
                        out, gate gradients in one buffer, weight gradients as one product each
     Int8Weight         a weight for lstm_inference's products in int8 (dynamic quantization):
@@ -92,12 +92,13 @@ class Int8Weight:
                 torch.backends.quantized.engine = previous
 
     def bmm(self, x: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-        """x (D, n, K) float32 -> x @ weight (+ bias (D, 1, N)) (D, n, N), written to `out` where given."""
+        """x (D, n, K) float32 -> x @ weight (+ bias (D, 1, N)) (D, n, N), written to `out` where given
+        (or to an out (D, n, 4, H) and a bias (D, 1, 4, H) that split the N = 4H columns)."""
         out = x.new_empty(x.shape[0], x.shape[1], self.shape[2]) if out is None else out
         for d, w in enumerate(self.packed):
             for a in range(0, x.shape[1], self.ROWS):
                 block = out[d, a : a + self.ROWS]
-                block.copy_(torch.ops.quantized.linear_dynamic(x[d, a : a + self.ROWS].contiguous(), w, True))
+                block.copy_(torch.ops.quantized.linear_dynamic(x[d, a : a + self.ROWS].contiguous(), w, True).view(block.shape))
                 if bias is not None:
                     block.add_(bias[d])  # block by block, soon after it is written
         return out
@@ -109,21 +110,37 @@ class Int8Weight:
         part.shape = (len(part.packed), *self.shape[1:])
         return part
 
-    def baddbmm_(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """out (D, n, N) += x (D, n, K) @ weight, a direction at a time (no (D, n, N) temporary)."""
-        for d, w in enumerate(self.packed):
-            out[d].add_(torch.ops.quantized.linear_dynamic(x[d].contiguous(), w, True))
+
+
+def gate_blocks(w: torch.Tensor) -> torch.Tensor:
+    """A weight (D, K, 4H) as (D * 4, K, H), each gate's columns a matrix of its own (a view
+    where D is 1): the gates' products are then batched over the gates, and each gate's share
+    (D, 4, n, H) is (n, H) rows, read whole by the elementwise part. (At the few hundred rows
+    of an embedding step, a 2-thread product into n rows of 4H columns ran at less of the peak
+    on some CPUs than the same product as 4 products into n rows of H: bench/embed.py.)"""
+    D, K, G = w.shape
+    return w.view(D, K, 4, G // 4).transpose(1, 2).reshape(D * 4, K, G // 4)
+
+
+def _gates(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor | Int8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """out (D, 4, n, H) = x (D, n, K) @ w (+ bias): w float32 in `gate_blocks` (D * 4, K, H) with
+    bias (D * 4, 1, H), or an Int8Weight (D, K, 4H) with bias (D, 1, 4, H)."""
+    D, _, n, H = out.shape
+    if isinstance(w, Int8Weight):
+        w.bmm(x, bias, out=out.permute(0, 2, 1, 3))  # (D, n, 4, H), the columns split as the weight's
         return out
+    blocks = out.view(D * 4, n, H)
+    x = x.unsqueeze(1).expand(D, 4, n, x.shape[-1]).reshape(D * 4, n, x.shape[-1])  # a view where D is 1
+    if bias is None:
+        torch.bmm(x, w, out=blocks)
+    else:
+        torch.baddbmm(bias, x, w, out=blocks)
+    return out
 
 
 def _bmm(x: torch.Tensor, w: torch.Tensor | Int8Weight, out: torch.Tensor) -> torch.Tensor:
     """x @ w, written to `out`."""
     return w.bmm(x, out=out) if isinstance(w, Int8Weight) else torch.bmm(x, w, out=out)
-
-
-def _baddbmm_(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor | Int8Weight) -> torch.Tensor:
-    """out += x @ w, in place."""
-    return w.baddbmm_(out, x) if isinstance(w, Int8Weight) else out.baddbmm_(x, w)
 
 
 TANH_SERIES = (1, -1 / 3, 2 / 15, -17 / 315, 62 / 2835, -1382 / 155925, 21844 / 6081075)  # of x, x^3, ..., x^13
@@ -150,34 +167,36 @@ def _tanh_from_exp(x: torch.Tensor) -> torch.Tensor:
 
 
 def _cell(gates: torch.Tensor, c: torch.Tensor, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """An embedding step's elementwise part, to be compiled: the gates (D, n, 4H), input's and
+    """An embedding step's elementwise part, to be compiled: the gates (D, 4, n, H), input's and
     state's shares summed, and the previous cell (D, n, H) -> the new cell, clipped to
     [-clip, clip] (a 0-dim tensor, inf for no clip), and the output before projection,
     o * tanh(c)."""
-    i, j, f, o = gates.chunk(4, dim=-1)
+    i, j, f, o = gates.unbind(1)
     c = (torch.sigmoid(f) * c + torch.sigmoid(i) * _tanh(j)).clamp(-clip, clip)
     return c, torch.sigmoid(o) * _tanh(c)
 
 
-def _cell_with_bias(gates: torch.Tensor, bias: torch.Tensor, c: torch.Tensor,
-                    clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`_cell` of gates (D, n, 4H) without the bias (D, 1, 4H), compiled, the bias added in the
-    loop: a chunk's input product is then written once, not added onto a copy of the bias."""
-    return _cell(gates + bias, c, clip)
+def _cell_with_input(state_share: torch.Tensor, input_share: torch.Tensor, bias: torch.Tensor, c: torch.Tensor,
+                     clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_cell` whose gates are the state's share (D, 4, n, H), the input's share (D, 4, n, H) and
+    the bias (D, 4, 1, H): compiled, they are summed where they are used (a chunk's input product
+    then writes its buffer once, and the state's product is a product, not one that adds)."""
+    return _cell(state_share + input_share + bias, c, clip)
 
 
 def _cell_from_table(state_share: torch.Tensor, table: torch.Tensor, rows: torch.Tensor, c: torch.Tensor,
                      clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`_cell` whose gates are the state's share (D, n, 4H) plus each slot's row of the input
-    shares' table (D, U, 4H), rows (D, n): compiled, the rows are read where they are used
+    """`_cell` whose gates are the state's share (D, 4, n, H) plus each slot's row of the input
+    shares' table (D, 4, U, H), rows (D, n): compiled, the rows are read where they are used
     instead of being gathered into a buffer first."""
-    D = table.shape[0]
-    return _cell(state_share + table[torch.arange(D, device=table.device).unsqueeze(1), rows], c, clip)
+    D, device = table.shape[0], table.device
+    return _cell(state_share + table[torch.arange(D, device=device).view(D, 1, 1), torch.arange(4, device=device).view(1, 4, 1),
+                                     rows.unsqueeze(1)], c, clip)
 
 
 def _cell_in_place(gates: torch.Tensor, c: torch.Tensor, cell_clip: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """`_cell` op by op, activating the gates in place (no fresh (D, n, 4H) tensor a step)."""
-    i, j, f, o = gates.chunk(4, dim=-1)
+    """`_cell` op by op, activating the gates (D, 4, n, H) in place (no fresh tensor of gates a step)."""
+    i, j, f, o = gates.unbind(1)
     c = torch.mul(f.sigmoid_(), c).addcmul_(i.sigmoid_(), j.tanh_())
     if cell_clip is not None:
         c = c.clamp_(-cell_clip, cell_clip)
@@ -194,18 +213,19 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
 
     With `rows` (D, N), x is (D, U, I), U distinct inputs, and slot n of direction d reads
     x[d, rows[d, n]]: the input's share of the gates is computed once per distinct input (a
-    (D, U, 4H) table) and each chunk gathers its rows from it.
+    (D, 4, U, H) table) and each chunk gathers its rows from it.
 
     The input's share of the gates is computed a few steps at a time (at least GATE_ROWS rows a
     product): the speed of one large product with memory bounded whatever the batch. The chunks
-    share one buffer (a fresh buffer a chunk costs its page faults), and each step's slice of it
-    is turned into that step's gates in place: no new (D, n, 4H) tensor a step.
+    share one buffer (a fresh buffer a chunk costs its page faults), and so do the steps' state
+    shares: no new tensor of gates a step. Every gates' product writes each gate apart, (D, 4,
+    n, H) (`gate_blocks`), where the elementwise part reads it whole.
 
     Where the steps are large (FUSED_FROM gate values) and torch.compile works, each step's
     elementwise part is one compiled loop (`cell`: ~10 ops, each reading and writing (D, n, H)
-    tensors, fused), which also adds the bias (the chunk's product then only writes its buffer),
-    and a table's rows are read by that loop where they are used, instead of being gathered into
-    the buffer first (`cell_from_table`).
+    tensors, fused), which also sums the two shares and the bias (the products then only write
+    their buffers), and a table's rows are read by that loop where they are used, instead of
+    being gathered into the buffer first (`cell_from_table`).
 
     On a CPU the directions run in turn, each on its own (DIRECTIONS_IN_TURN): a step's tensors
     are half the size, more of them stay in cache, and that is measured faster there
@@ -221,15 +241,22 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     fused = Fused.enabled and D * h.shape[1] * G >= FUSED_FROM
     clip = torch.tensor(float("inf") if cell_clip is None else cell_clip, dtype=c.dtype, device=c.device) \
         if fused else None  # a tensor, so that no clip value makes torch.compile trace again
+    H = G // 4
+    if not isinstance(w_input, Int8Weight):
+        w_input, w_state = gate_blocks(w_input), gate_blocks(w_state)  # (D * 4, I, H), (D * 4, P, H)
+    split_bias = bias.view(D, 1, 4, H)  # the int8 products' bias
+    bias = split_bias.transpose(1, 2)  # (D, 4, 1, H), each gate's
+    product_bias = split_bias if isinstance(w_input, Int8Weight) else bias.reshape(D * 4, 1, H)
     chunks, start = [], 0  # (first row, end row) of each chunk of whole steps
     for t, end in enumerate(itertools.accumulate(batch_sizes)):
         if end - start >= GATE_ROWS or t == len(batch_sizes) - 1:
             chunks.append((start, end))
             start = end
-    buffer = x.new_empty(D * max((b - a for a, b in chunks), default=0) * G)
-    table = None  # (D, U, 4H)
+    buffer = x.new_empty(D * max((b - a for a, b in chunks), default=0) * G)  # a chunk's input shares
+    shares = x.new_empty(D * h.shape[1] * G)  # a step's state shares
+    table = None  # (D, 4, U, H)
     if rows is not None:
-        table = w_input.bmm(x, bias) if isinstance(w_input, Int8Weight) else torch.baddbmm(bias, x, w_input)
+        table = _gates(x.new_empty(D, 4, x.shape[1], H), x, w_input, product_bias)
     next_chunk = iter(chunks)
     out = x.new_empty(D, sum(batch_sizes), P)  # every step's output, written where it belongs
     done_h, done_c = [], []
@@ -237,28 +264,23 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     for n in batch_sizes:
         if offset == chunk_end:
             chunk_start, chunk_end = next(next_chunk)
-            gates_x = buffer[: D * (chunk_end - chunk_start) * G].view(D, chunk_end - chunk_start, G)
-            if table is None:  # (D, rows, 4H); fused, the bias is added by each step's loop
-                if isinstance(w_input, Int8Weight):
-                    w_input.bmm(x[:, chunk_start:chunk_end], None if fused else bias, out=gates_x)
-                elif fused:
-                    torch.bmm(x[:, chunk_start:chunk_end], w_input, out=gates_x)
-                else:
-                    torch.baddbmm(bias, x[:, chunk_start:chunk_end], w_input, out=gates_x)
+            gates_x = buffer[: D * (chunk_end - chunk_start) * G].view(D, 4, chunk_end - chunk_start, H)
+            if table is None:  # fused, the bias is added by each step's loop
+                _gates(gates_x, x[:, chunk_start:chunk_end], w_input, None if fused else product_bias)
             elif not fused:
                 for d in range(D):
-                    torch.index_select(table[d], 0, rows[d, chunk_start:chunk_end], out=gates_x[d])
+                    torch.index_select(table[d], 1, rows[d, chunk_start:chunk_end], out=gates_x[d])
         if n < h.shape[1]:  # the shortest rows have ended: keep their final state
             done_h.append(h[:, n:])
             done_c.append(c[:, n:])
             h, c = h[:, :n], c[:, :n]
-        if table is not None and fused:  # the state's share into the buffer, the table's rows added in the loop
-            share = buffer[: D * n * G].view(D, n, G)
-            state_share = w_state.bmm(h, out=share) if isinstance(w_state, Int8Weight) else torch.bmm(h, w_state, out=share)
+        state_share = _gates(shares[: D * n * G].view(D, 4, n, H), h, w_state)  # (D, 4, n, H)
+        if table is not None and fused:  # the table's rows added in the loop
             c, m = cell_from_table(state_share, table, rows[:, offset : offset + n], c, clip)
         else:
-            gates = _baddbmm_(gates_x[:, offset - chunk_start : offset - chunk_start + n], h, w_state)
-            c, m = cell(gates, bias, c, clip) if fused else _cell_in_place(gates, c, cell_clip)
+            input_share = gates_x[:, :, offset - chunk_start : offset - chunk_start + n]
+            c, m = cell(state_share, input_share, bias, c, clip) if fused \
+                else _cell_in_place(state_share.add_(input_share), c, cell_clip)
         h = out[:, offset : offset + n]  # (D, n, P), the next step's state
         if w_proj is not None:
             _bmm(m, w_proj, out=h)
@@ -335,7 +357,7 @@ class Fused:
 
 
 step_backward = Fused(_step_backward)
-cell = Fused(_cell_with_bias)
+cell = Fused(_cell_with_input)
 cell_from_table = Fused(_cell_from_table)
 
 
