@@ -103,6 +103,12 @@ class Int8Weight:
                     block.add_(bias[d])  # block by block, soon after it is written
         return out
 
+    def baddbmm_(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """out (D, n, N) (or (D, n, 4, H)) += x (D, n, K) @ weight, a direction at a time (no (D, n, N) temporary)."""
+        for d, w in enumerate(self.packed):
+            out[d].add_(torch.ops.quantized.linear_dynamic(x[d].contiguous(), w, True).view(out[d].shape))
+        return out
+
     def __getitem__(self, directions: slice) -> Int8Weight:
         """Some directions' weights, as a tensor's slice: w[d : d + 1]."""
         part = copy.copy(self)
@@ -274,13 +280,18 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
             done_h.append(h[:, n:])
             done_c.append(c[:, n:])
             h, c = h[:, :n], c[:, :n]
-        state_share = _gates(shares[: D * n * G].view(D, 4, n, H), h, w_state)  # (D, 4, n, H)
+        share = shares[: D * n * G].view(D, 4, n, H)  # the state's share of the gates
         if table is not None and fused:  # the table's rows added in the loop
-            c, m = cell_from_table(state_share, table, rows[:, offset : offset + n], c, clip)
+            c, m = cell_from_table(_gates(share, h, w_state), table, rows[:, offset : offset + n], c, clip)
         else:
             input_share = gates_x[:, :, offset - chunk_start : offset - chunk_start + n]
-            c, m = cell(state_share, input_share, bias, c, clip) if fused \
-                else _cell_in_place(state_share.add_(input_share), c, cell_clip)
+            if fused:
+                c, m = cell(_gates(share, h, w_state), input_share, bias, c, clip)
+            elif isinstance(w_state, Int8Weight):  # each int8 product a fresh tensor: added where it belongs
+                w_state.baddbmm_(input_share.permute(0, 2, 1, 3), h)
+                c, m = _cell_in_place(input_share, c, cell_clip)
+            else:
+                c, m = _cell_in_place(_gates(share, h, w_state).add_(input_share), c, cell_clip)
         h = out[:, offset : offset + n]  # (D, n, P), the next step's state
         if w_proj is not None:
             _bmm(m, w_proj, out=h)
