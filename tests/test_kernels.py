@@ -334,10 +334,13 @@ def test_int8_refuses_what_it_cannot_do(options_file, weight_file):
 # Embedding: each step's elementwise part fused
 
 
-def test_the_compiled_embedding_step_computes_what_the_plain_one_does(options_file, weight_file, monkeypatch):
+@pytest.mark.parametrize("in_turn", [True, False])
+def test_the_compiled_embedding_step_computes_what_the_plain_one_does(options_file, weight_file, in_turn, monkeypatch):
     """With every step fused (FUSED_FROM 0), the fast biLM's layers are the plain ones (float64),
     with the first layer's shares from a table (rows) and from the chunked product (none), under
-    no_grad and inside a task model's autograd with the biLM frozen."""
+    no_grad and inside a task model's autograd with the biLM frozen; the directions in turn (a
+    CPU's way) and together (a GPU's: each step's table rows gathered for both)."""
+    monkeypatch.setattr(kernels, "DIRECTIONS_IN_TURN", in_turn)
     monkeypatch.setattr(kernels, "FUSED_FROM", 0)
     monkeypatch.setattr(Fused, "enabled", True)
     sentences = SENTENCES + [["the", "bank", "the", "bank", "the"]]
