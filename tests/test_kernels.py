@@ -54,15 +54,18 @@ def test_hand_written_backward_through_time_equals_autograd(proj_dim, clip, fuse
         assert step_backward.compiled not in (None, False)
 
 
+@pytest.mark.parametrize("gate_by_gate", [True, False])
 @pytest.mark.parametrize("in_turn", [True, False])
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("proj_dim, clip", [(3, 0.5), (5, None)])
-def test_embedding_without_autograd_equals_the_plain_layer(proj_dim, clip, fused, in_turn, monkeypatch):
+def test_embedding_without_autograd_equals_the_plain_layer(proj_dim, clip, fused, in_turn, gate_by_gate, monkeypatch):
     """lstm_inference (each step's output written in place into the layer's output) against the
     plain implementation, with and without a projection (proj_dim 5 = hidden 5: none), on rows
     ending at different steps, from initial states; steps large enough to be compiled when fused;
-    the directions in turn (a CPU's way) and together (a GPU's)."""
+    the directions in turn (a CPU's way) and together (a GPU's); the gates' products gate by
+    gate (float32 on a CPU, here float64) and as one product (elsewhere)."""
     monkeypatch.setattr(kernels, "DIRECTIONS_IN_TURN", in_turn)
+    monkeypatch.setattr(kernels, "GATE_BY_GATE", {torch.float64} if gate_by_gate else set())
     monkeypatch.setattr(Fused, "enabled", fused)
     monkeypatch.setattr(kernels, "FUSED_FROM", 1)
     torch.manual_seed(2)
@@ -171,11 +174,16 @@ def test_tanh_of_compiled_loops_is_tanh_to_two_ulp(compiled):
     assert tanh(torch.tensor([float("nan")])).isnan().all()
 
 
-def test_the_first_layers_gates_once_per_distinct_token_change_nothing(options_file, weight_file, skip_model,
-                                                                       monkeypatch):
+@pytest.mark.parametrize("in_turn, gate_by_gate", [(True, True), (False, False)])
+def test_the_first_layers_gates_once_per_distinct_token_change_nothing(options_file, weight_file, skip_model, in_turn,
+                                                                       gate_by_gate, monkeypatch):
     """Stateless embedding computes the first layer's input share of the gates once per distinct
     token of the batch (kernels.lstm_inference with rows): the same vectors as computing it at
-    every position, and the path is taken when the batch repeats its tokens."""
+    every position, and the path is taken when the batch repeats its tokens; the table's rows
+    gathered a chunk at a time (steps op by op), a CPU's way (the directions in turn, float32's
+    products gate by gate) and a GPU's (both directions at once, one product)."""
+    monkeypatch.setattr(kernels, "DIRECTIONS_IN_TURN", in_turn)
+    monkeypatch.setattr(kernels, "GATE_BY_GATE", {torch.float64} if gate_by_gate else set())
     sentences = [["the", "bank", "of", "the", "river"], ["the", "bank", "the", "bank"], ["a"], []]
     taken = []
     real = kernels.lstm_inference
@@ -246,27 +254,34 @@ def test_int8_products_in_row_blocks_with_bias_into_a_buffer(monkeypatch):
 
 
 @pytest.mark.parametrize("directions", [1, 2])
-@pytest.mark.parametrize("int8", [False, True])
-def test_gates_are_written_gate_by_gate(directions, int8):
-    """lstm_inference's gate products write each gate's share apart, (D, 4, n, H): the same values
-    as the product into (D, n, 4H), float32 (its weights as gate_blocks, a view for one
-    direction) or int8 (its product's columns split into the gates)."""
+@pytest.mark.parametrize("weight", ["gate by gate", "one product", "int8"])
+def test_gates_are_viewed_gate_by_gate(directions, weight):
+    """lstm_inference's gates' products give each gate's share as (D, 4, n, H), written into the
+    buffer given: the product into (D, n, 4H) split into its gates, whether computed gate by gate
+    (float32 on a CPU: the weights as gate_blocks, a view for one direction), as one product,
+    or in int8."""
     torch.manual_seed(0)
     D, n, K, H = directions, 7, 64, 12
     w, x, bias = torch.randn(D, K, 4 * H), torch.randn(D, n, K), torch.randn(D, 1, 4 * H)
-    if int8:
-        q = kernels.Int8Weight(w)
-        expected, weight, split_bias = q.bmm(x, bias), q, bias.view(D, 1, 4, H)
-    else:
-        expected, weight, split_bias = torch.baddbmm(bias, x, w), kernels.gate_blocks(w), \
-            bias.view(D, 1, 4, H).transpose(1, 2).reshape(D * 4, 1, H)
-        assert torch.equal(weight.view(D, 4, K, H)[:, 2], w[:, :, 2 * H : 3 * H])  # the forget gate's columns
-        if D == 1:
-            assert weight.data_ptr() == w.data_ptr()  # a view
-    out = torch.full((D, 4, n, H), float("nan"))
-    got = kernels._gates(out, x, weight, split_bias)
-    assert got.data_ptr() == out.data_ptr()
+    expected, product, product_bias = torch.baddbmm(bias, x, w), w, bias
+    if weight == "gate by gate":
+        product, product_bias = kernels.gate_blocks(w), kernels.gate_blocks(bias)
+        assert torch.equal(product.view(D, 4, K, H)[:, 2], w[:, :, 2 * H : 3 * H])  # the forget gate's columns
+        assert (product.data_ptr() == w.data_ptr()) == (D == 1)  # a view for one direction
+    elif weight == "int8":
+        product = kernels.Int8Weight(w)
+        expected = product.bmm(x, bias)
+    buffer = torch.full((D * n * 4 * H + 5,), float("nan"))
+    got = kernels._gates(buffer, x, product, product_bias, gate_by_gate=weight == "gate by gate")
+    assert got.shape == (D, 4, n, H) and got.data_ptr() == buffer.data_ptr()
     torch.testing.assert_close(got, expected.view(D, n, 4, H).transpose(1, 2), rtol=0, atol=1e-5)
+
+
+def test_only_float32_on_a_cpu_runs_its_gates_gate_by_gate():
+    w = torch.zeros(1, 4, 8)
+    assert kernels.by_gate(w)
+    assert not kernels.by_gate(w.double()) and not kernels.by_gate(w.bfloat16())
+    assert not kernels.by_gate(kernels.Int8Weight(w))
 
 
 def test_an_int8_weights_slice_is_its_directions_weights():
@@ -334,13 +349,16 @@ def test_int8_refuses_what_it_cannot_do(options_file, weight_file):
 # Embedding: each step's elementwise part fused
 
 
-@pytest.mark.parametrize("in_turn", [True, False])
-def test_the_compiled_embedding_step_computes_what_the_plain_one_does(options_file, weight_file, in_turn, monkeypatch):
+@pytest.mark.parametrize("in_turn, gate_by_gate", [(True, True), (False, False)])
+def test_the_compiled_embedding_step_computes_what_the_plain_one_does(options_file, weight_file, in_turn, gate_by_gate,
+                                                                       monkeypatch):
     """With every step fused (FUSED_FROM 0), the fast biLM's layers are the plain ones (float64),
     with the first layer's shares from a table (rows) and from the chunked product (none), under
-    no_grad and inside a task model's autograd with the biLM frozen; the directions in turn (a
-    CPU's way) and together (a GPU's: each step's table rows gathered for both)."""
+    no_grad and inside a task model's autograd with the biLM frozen: a CPU's way (the directions
+    in turn, float32's products gate by gate) and a GPU's (both directions, each step's table
+    rows gathered for both; one product)."""
     monkeypatch.setattr(kernels, "DIRECTIONS_IN_TURN", in_turn)
+    monkeypatch.setattr(kernels, "GATE_BY_GATE", {torch.float64} if gate_by_gate else set())
     monkeypatch.setattr(kernels, "FUSED_FROM", 0)
     monkeypatch.setattr(Fused, "enabled", True)
     sentences = SENTENCES + [["the", "bank", "the", "bank", "the"]]

@@ -92,21 +92,20 @@ class Int8Weight:
                 torch.backends.quantized.engine = previous
 
     def bmm(self, x: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-        """x (D, n, K) float32 -> x @ weight (+ bias (D, 1, N)) (D, n, N), written to `out` where given
-        (or to an out (D, n, 4, H) and a bias (D, 1, 4, H) that split the N = 4H columns)."""
+        """x (D, n, K) float32 -> x @ weight (+ bias (D, 1, N)) (D, n, N), written to `out` where given."""
         out = x.new_empty(x.shape[0], x.shape[1], self.shape[2]) if out is None else out
         for d, w in enumerate(self.packed):
             for a in range(0, x.shape[1], self.ROWS):
                 block = out[d, a : a + self.ROWS]
-                block.copy_(torch.ops.quantized.linear_dynamic(x[d, a : a + self.ROWS].contiguous(), w, True).view(block.shape))
+                block.copy_(torch.ops.quantized.linear_dynamic(x[d, a : a + self.ROWS].contiguous(), w, True))
                 if bias is not None:
                     block.add_(bias[d])  # block by block, soon after it is written
         return out
 
     def baddbmm_(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """out (D, n, N) (or (D, n, 4, H)) += x (D, n, K) @ weight, a direction at a time (no (D, n, N) temporary)."""
+        """out (D, n, N) += x (D, n, K) @ weight, a direction at a time (no (D, n, N) temporary)."""
         for d, w in enumerate(self.packed):
-            out[d].add_(torch.ops.quantized.linear_dynamic(x[d].contiguous(), w, True).view(out[d].shape))
+            out[d].add_(torch.ops.quantized.linear_dynamic(x[d].contiguous(), w, True))
         return out
 
     def __getitem__(self, directions: slice) -> Int8Weight:
@@ -118,35 +117,55 @@ class Int8Weight:
 
 
 
+GATE_BY_GATE = {torch.float32}  # the dtypes whose gates' products run gate by gate on a CPU
+
+
+def by_gate(w: torch.Tensor | Int8Weight) -> bool:
+    """Whether lstm_inference computes w's gates gate by gate (`gate_blocks`): float32 on a CPU,
+    where a 2-thread product into a step's few hundred rows of 4H columns ran far below the
+    peak on some CPUs (MKL's sgemm on an AMD EPYC) and the same product as 4 batched products
+    into n rows of H near it, bench/embed.py. bfloat16 (oneDNN) ran slower so, and a GPU,
+    int8 and float64 keep one product whose rows are viewed gate by gate."""
+    return isinstance(w, torch.Tensor) and w.device.type == "cpu" and w.dtype in GATE_BY_GATE
+
+
 def gate_blocks(w: torch.Tensor) -> torch.Tensor:
-    """A weight (D, K, 4H) as (D * 4, K, H), each gate's columns a matrix of its own (a view
-    where D is 1): the gates' products are then batched over the gates, and each gate's share
-    (D, 4, n, H) is (n, H) rows, read whole by the elementwise part. (At the few hundred rows
-    of an embedding step, a 2-thread product into n rows of 4H columns ran at less of the peak
-    on some CPUs than the same product as 4 products into n rows of H: bench/embed.py.)"""
+    """A weight (D, K, 4H) (or bias (D, 1, 4H)) as (D * 4, K, H), each gate's columns a matrix of
+    its own (a view where D is 1)."""
     D, K, G = w.shape
     return w.view(D, K, 4, G // 4).transpose(1, 2).reshape(D * 4, K, G // 4)
 
 
-def _gates(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor | Int8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """out (D, 4, n, H) = x (D, n, K) @ w (+ bias): w float32 in `gate_blocks` (D * 4, K, H) with
-    bias (D * 4, 1, H), or an Int8Weight (D, K, 4H) with bias (D, 1, 4, H)."""
-    D, _, n, H = out.shape
+def _gates(buffer: torch.Tensor, x: torch.Tensor, w: torch.Tensor | Int8Weight, bias: torch.Tensor | None = None,
+           gate_by_gate: bool = False) -> torch.Tensor:
+    """x (D, n, K) @ w (+ bias) written into `buffer` (flat), returned as (D, 4, n, H), each
+    gate's share (n, H) rows: gate by gate, w in `gate_blocks` (D * 4, K, H) and bias (D * 4, 1, H),
+    each gate's share a block of its own; else w (D, K, 4H) (or an Int8Weight) and bias
+    (D, 1, 4H), one product whose (n, 4H) rows are viewed gate by gate."""
+    D, n, K = x.shape
+    if gate_by_gate:
+        H = w.shape[-1]
+        out = buffer[: D * 4 * n * H].view(D * 4, n, H)
+        x = x.unsqueeze(1).expand(D, 4, n, K).reshape(D * 4, n, K)  # a view where D is 1
+        torch.bmm(x, w, out=out) if bias is None else torch.baddbmm(bias, x, w, out=out)
+        return out.view(D, 4, n, H)
+    G = w.shape[-1]
+    out = buffer[: D * n * G].view(D, n, G)
     if isinstance(w, Int8Weight):
-        w.bmm(x, bias, out=out.permute(0, 2, 1, 3))  # (D, n, 4, H), the columns split as the weight's
-        return out
-    blocks = out.view(D * 4, n, H)
-    x = x.unsqueeze(1).expand(D, 4, n, x.shape[-1]).reshape(D * 4, n, x.shape[-1])  # a view where D is 1
-    if bias is None:
-        torch.bmm(x, w, out=blocks)
+        w.bmm(x, bias, out=out)
     else:
-        torch.baddbmm(bias, x, w, out=blocks)
-    return out
+        torch.bmm(x, w, out=out) if bias is None else torch.baddbmm(bias, x, w, out=out)
+    return out.view(D, n, 4, G // 4).transpose(1, 2)
 
 
 def _bmm(x: torch.Tensor, w: torch.Tensor | Int8Weight, out: torch.Tensor) -> torch.Tensor:
     """x @ w, written to `out`."""
     return w.bmm(x, out=out) if isinstance(w, Int8Weight) else torch.bmm(x, w, out=out)
+
+
+def _baddbmm_(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor | Int8Weight) -> torch.Tensor:
+    """out += x @ w, in place."""
+    return w.baddbmm_(out, x) if isinstance(w, Int8Weight) else out.baddbmm_(x, w)
 
 
 TANH_SERIES = (1, -1 / 3, 2 / 15, -17 / 315, 62 / 2835, -1382 / 155925, 21844 / 6081075)  # of x, x^3, ..., x^13
@@ -247,12 +266,11 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     fused = Fused.enabled and D * h.shape[1] * G >= FUSED_FROM
     clip = torch.tensor(float("inf") if cell_clip is None else cell_clip, dtype=c.dtype, device=c.device) \
         if fused else None  # a tensor, so that no clip value makes torch.compile trace again
-    H = G // 4
-    if not isinstance(w_input, Int8Weight):
-        w_input, w_state = gate_blocks(w_input), gate_blocks(w_state)  # (D * 4, I, H), (D * 4, P, H)
-    split_bias = bias.view(D, 1, 4, H)  # the int8 products' bias
-    bias = split_bias.transpose(1, 2)  # (D, 4, 1, H), each gate's
-    product_bias = split_bias if isinstance(w_input, Int8Weight) else bias.reshape(D * 4, 1, H)
+    H, gate_by_gate = G // 4, by_gate(w_state)
+    product_bias = bias  # (D, 1, 4H), or (D * 4, 1, H) gate by gate
+    if gate_by_gate:
+        w_input, w_state, product_bias = gate_blocks(w_input), gate_blocks(w_state), gate_blocks(bias)
+    bias = bias.view(D, 1, 4, H).transpose(1, 2)  # (D, 4, 1, H), each gate's
     chunks, start = [], 0  # (first row, end row) of each chunk of whole steps
     for t, end in enumerate(itertools.accumulate(batch_sizes)):
         if end - start >= GATE_ROWS or t == len(batch_sizes) - 1:
@@ -262,7 +280,7 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     shares = x.new_empty(D * h.shape[1] * G)  # a step's state shares
     table = None  # (D, 4, U, H)
     if rows is not None:
-        table = _gates(x.new_empty(D, 4, x.shape[1], H), x, w_input, product_bias)
+        table = _gates(x.new_empty(D * x.shape[1] * G), x, w_input, product_bias, gate_by_gate)
     next_chunk = iter(chunks)
     out = x.new_empty(D, sum(batch_sizes), P)  # every step's output, written where it belongs
     done_h, done_c = [], []
@@ -270,28 +288,27 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     for n in batch_sizes:
         if offset == chunk_end:
             chunk_start, chunk_end = next(next_chunk)
-            gates_x = buffer[: D * (chunk_end - chunk_start) * G].view(D, 4, chunk_end - chunk_start, H)
-            if table is None:  # fused, the bias is added by each step's loop
-                _gates(gates_x, x[:, chunk_start:chunk_end], w_input, None if fused else product_bias)
-            elif not fused:
-                for d in range(D):
-                    torch.index_select(table[d], 1, rows[d, chunk_start:chunk_end], out=gates_x[d])
+            if table is None:  # (D, 4, rows, H); fused, the bias is added by each step's loop
+                gates_x = _gates(buffer, x[:, chunk_start:chunk_end], w_input, None if fused else product_bias, gate_by_gate)
+            elif not fused:  # the chunk's rows of the table, gathered into (D, rows, 4H)
+                chunk_rows = rows[:, chunk_start:chunk_end]
+                gates_x = torch.stack([table[d].transpose(0, 1)[chunk_rows[d]] for d in range(D)]).transpose(1, 2)
         if n < h.shape[1]:  # the shortest rows have ended: keep their final state
             done_h.append(h[:, n:])
             done_c.append(c[:, n:])
             h, c = h[:, :n], c[:, :n]
-        share = shares[: D * n * G].view(D, 4, n, H)  # the state's share of the gates
         if table is not None and fused:  # the table's rows added in the loop
-            c, m = cell_from_table(_gates(share, h, w_state), table, rows[:, offset : offset + n], c, clip)
+            state_share = _gates(shares, h, w_state, None, gate_by_gate)  # (D, 4, n, H)
+            c, m = cell_from_table(state_share, table, rows[:, offset : offset + n], c, clip)
         else:
-            input_share = gates_x[:, :, offset - chunk_start : offset - chunk_start + n]
+            input_share = gates_x[:, :, offset - chunk_start : offset - chunk_start + n]  # (D, 4, n, H)
             if fused:
-                c, m = cell(_gates(share, h, w_state), input_share, bias, c, clip)
-            elif isinstance(w_state, Int8Weight):  # each int8 product a fresh tensor: added where it belongs
-                w_state.baddbmm_(input_share.permute(0, 2, 1, 3), h)
+                c, m = cell(_gates(shares, h, w_state, None, gate_by_gate), input_share, bias, c, clip)
+            elif gate_by_gate:  # a product into a buffer of its own runs faster than one that adds
+                c, m = _cell_in_place(_gates(shares, h, w_state, None, True).add_(input_share), c, cell_clip)
+            else:  # added where the input's share lies, no buffer between
+                _baddbmm_(input_share.transpose(1, 2).view(D, n, G), h, w_state)
                 c, m = _cell_in_place(input_share, c, cell_clip)
-            else:
-                c, m = _cell_in_place(_gates(share, h, w_state).add_(input_share), c, cell_clip)
         h = out[:, offset : offset + n]  # (D, n, P), the next step's state
         if w_proj is not None:
             _bmm(m, w_proj, out=h)
