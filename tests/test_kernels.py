@@ -268,20 +268,20 @@ def test_gates_are_viewed_gate_by_gate(directions, weight):
         product, product_bias = kernels.gate_blocks(w), kernels.gate_blocks(bias)
         assert torch.equal(product.view(D, 4, K, H)[:, 2], w[:, :, 2 * H : 3 * H])  # the forget gate's columns
         assert (product.data_ptr() == w.data_ptr()) == (D == 1)  # a view for one direction
-    elif weight == "int8":
-        product = kernels.Int8Weight(w)
+    elif weight == "int8":  # its products' columns copied out gate by gate
+        product, product_bias = kernels.Int8Weight(w), bias.view(D, 1, 4, H)
         expected = product.bmm(x, bias)
     buffer = torch.full((D * n * 4 * H + 5,), float("nan"))
-    got = kernels._gates(buffer, x, product, product_bias, gate_by_gate=weight == "gate by gate")
+    got = kernels._gates(buffer, x, product, product_bias, gate_by_gate=weight != "one product")
     assert got.shape == (D, 4, n, H) and got.data_ptr() == buffer.data_ptr()
+    assert got.is_contiguous() == (weight != "one product")  # gate by gate: each gate's share a block
     torch.testing.assert_close(got, expected.view(D, n, 4, H).transpose(1, 2), rtol=0, atol=1e-5)
 
 
-def test_only_float32_on_a_cpu_runs_its_gates_gate_by_gate():
+def test_float32_on_a_cpu_and_int8_write_their_gates_gate_by_gate():
     w = torch.zeros(1, 4, 8)
-    assert kernels.by_gate(w)
+    assert kernels.by_gate(w) and kernels.by_gate(kernels.Int8Weight(w))
     assert not kernels.by_gate(w.double()) and not kernels.by_gate(w.bfloat16())
-    assert not kernels.by_gate(kernels.Int8Weight(w))
 
 
 def test_an_int8_weights_slice_is_its_directions_weights():

@@ -92,20 +92,21 @@ class Int8Weight:
                 torch.backends.quantized.engine = previous
 
     def bmm(self, x: torch.Tensor, bias: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-        """x (D, n, K) float32 -> x @ weight (+ bias (D, 1, N)) (D, n, N), written to `out` where given."""
+        """x (D, n, K) float32 -> x @ weight (+ bias (D, 1, N)) (D, n, N), written to `out` where given
+        (or to an out (D, n, 4, H) and a bias (D, 1, 4, H) that split the N = 4H columns)."""
         out = x.new_empty(x.shape[0], x.shape[1], self.shape[2]) if out is None else out
         for d, w in enumerate(self.packed):
             for a in range(0, x.shape[1], self.ROWS):
                 block = out[d, a : a + self.ROWS]
-                block.copy_(torch.ops.quantized.linear_dynamic(x[d, a : a + self.ROWS].contiguous(), w, True))
+                block.copy_(torch.ops.quantized.linear_dynamic(x[d, a : a + self.ROWS].contiguous(), w, True).view(block.shape))
                 if bias is not None:
                     block.add_(bias[d])  # block by block, soon after it is written
         return out
 
     def baddbmm_(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """out (D, n, N) += x (D, n, K) @ weight, a direction at a time (no (D, n, N) temporary)."""
+        """out (D, n, N) (or (D, n, 4, H)) += x (D, n, K) @ weight, a direction at a time (no (D, n, N) temporary)."""
         for d, w in enumerate(self.packed):
-            out[d].add_(torch.ops.quantized.linear_dynamic(x[d].contiguous(), w, True))
+            out[d].add_(torch.ops.quantized.linear_dynamic(x[d].contiguous(), w, True).view(out[d].shape))
         return out
 
     def __getitem__(self, directions: slice) -> Int8Weight:
@@ -121,12 +122,16 @@ GATE_BY_GATE = {torch.float32}  # the dtypes whose gates' products run gate by g
 
 
 def by_gate(w: torch.Tensor | Int8Weight) -> bool:
-    """Whether lstm_inference computes w's gates gate by gate (`gate_blocks`): float32 on a CPU,
-    where a 2-thread product into a step's few hundred rows of 4H columns ran far below the
-    peak on some CPUs (MKL's sgemm on an AMD EPYC) and the same product as 4 batched products
-    into n rows of H near it, bench/embed.py. bfloat16 (oneDNN) ran slower so, and a GPU,
-    int8 and float64 keep one product whose rows are viewed gate by gate."""
-    return isinstance(w, torch.Tensor) and w.device.type == "cpu" and w.dtype in GATE_BY_GATE
+    """Whether lstm_inference writes w's gates gate by gate, each gate's share a block of its own:
+    float32 on a CPU (`gate_blocks`), where a 2-thread product into a step's few hundred rows
+    of 4H columns ran far below the peak on some CPUs (MKL's sgemm on an AMD EPYC) and the same
+    product as 4 batched products into n rows of H near it, and int8 (each product's columns
+    copied out gate by gate), where the elementwise part then ran faster, bench/embed.py.
+    bfloat16 (oneDNN) ran slower so; it, a GPU and float64 keep one product whose rows are
+    viewed gate by gate."""
+    if isinstance(w, Int8Weight):
+        return True
+    return w.device.type == "cpu" and w.dtype in GATE_BY_GATE
 
 
 def gate_blocks(w: torch.Tensor) -> torch.Tensor:
@@ -139,10 +144,16 @@ def gate_blocks(w: torch.Tensor) -> torch.Tensor:
 def _gates(buffer: torch.Tensor, x: torch.Tensor, w: torch.Tensor | Int8Weight, bias: torch.Tensor | None = None,
            gate_by_gate: bool = False) -> torch.Tensor:
     """x (D, n, K) @ w (+ bias) written into `buffer` (flat), returned as (D, 4, n, H), each
-    gate's share (n, H) rows: gate by gate, w in `gate_blocks` (D * 4, K, H) and bias (D * 4, 1, H),
-    each gate's share a block of its own; else w (D, K, 4H) (or an Int8Weight) and bias
-    (D, 1, 4H), one product whose (n, 4H) rows are viewed gate by gate."""
+    gate's share (n, H) rows: gate by gate, each gate's share a block of its own, w in
+    `gate_blocks` (D * 4, K, H) with bias (D * 4, 1, H), or an Int8Weight (D, K, 4H) with bias
+    (D, 1, 4, H); else w (D, K, 4H) and bias (D, 1, 4H), one product whose (n, 4H) rows are
+    viewed gate by gate."""
     D, n, K = x.shape
+    if isinstance(w, Int8Weight):
+        G = w.shape[-1]
+        out = buffer[: D * n * G].view(D, 4, n, G // 4)
+        w.bmm(x, bias, out=out.transpose(1, 2))  # (D, n, 4, H): each block of rows copied out gate by gate
+        return out
     if gate_by_gate:
         H = w.shape[-1]
         out = buffer[: D * 4 * n * H].view(D * 4, n, H)
@@ -151,10 +162,7 @@ def _gates(buffer: torch.Tensor, x: torch.Tensor, w: torch.Tensor | Int8Weight, 
         return out.view(D, 4, n, H)
     G = w.shape[-1]
     out = buffer[: D * n * G].view(D, n, G)
-    if isinstance(w, Int8Weight):
-        w.bmm(x, bias, out=out)
-    else:
-        torch.bmm(x, w, out=out) if bias is None else torch.baddbmm(bias, x, w, out=out)
+    torch.bmm(x, w, out=out) if bias is None else torch.baddbmm(bias, x, w, out=out)
     return out.view(D, n, 4, G // 4).transpose(1, 2)
 
 
@@ -164,8 +172,8 @@ def _bmm(x: torch.Tensor, w: torch.Tensor | Int8Weight, out: torch.Tensor) -> to
 
 
 def _baddbmm_(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor | Int8Weight) -> torch.Tensor:
-    """out += x @ w, in place."""
-    return w.baddbmm_(out, x) if isinstance(w, Int8Weight) else out.baddbmm_(x, w)
+    """out (D, n, 4, H) += x @ w, in place (a float w needs out's rows whole: a view (D, n, 4H))."""
+    return w.baddbmm_(out, x) if isinstance(w, Int8Weight) else out.view(*out.shape[:2], -1).baddbmm_(x, w)
 
 
 TANH_SERIES = (1, -1 / 3, 2 / 15, -17 / 315, 62 / 2835, -1382 / 155925, 21844 / 6081075)  # of x, x^3, ..., x^13
@@ -266,9 +274,9 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     fused = Fused.enabled and D * h.shape[1] * G >= FUSED_FROM
     clip = torch.tensor(float("inf") if cell_clip is None else cell_clip, dtype=c.dtype, device=c.device) \
         if fused else None  # a tensor, so that no clip value makes torch.compile trace again
-    H, gate_by_gate = G // 4, by_gate(w_state)
-    product_bias = bias  # (D, 1, 4H), or (D * 4, 1, H) gate by gate
-    if gate_by_gate:
+    H, gate_by_gate, int8 = G // 4, by_gate(w_state), isinstance(w_state, Int8Weight)
+    product_bias = bias.view(D, 1, 4, H) if int8 else bias  # (D, 1, 4H), or (D * 4, 1, H) gate by gate
+    if gate_by_gate and not int8:
         w_input, w_state, product_bias = gate_blocks(w_input), gate_blocks(w_state), gate_blocks(bias)
     bias = bias.view(D, 1, 4, H).transpose(1, 2)  # (D, 4, 1, H), each gate's
     chunks, start = [], 0  # (first row, end row) of each chunk of whole steps
@@ -304,10 +312,10 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
             input_share = gates_x[:, :, offset - chunk_start : offset - chunk_start + n]  # (D, 4, n, H)
             if fused:
                 c, m = cell(_gates(shares, h, w_state, None, gate_by_gate), input_share, bias, c, clip)
-            elif gate_by_gate:  # a product into a buffer of its own runs faster than one that adds
+            elif gate_by_gate and not int8:  # a product into a buffer of its own runs faster than one that adds
                 c, m = _cell_in_place(_gates(shares, h, w_state, None, True).add_(input_share), c, cell_clip)
-            else:  # added where the input's share lies, no buffer between
-                _baddbmm_(input_share.transpose(1, 2).view(D, n, G), h, w_state)
+            else:  # added where the input's share lies (an int8 product is a fresh tensor anyway)
+                _baddbmm_(input_share.transpose(1, 2), h, w_state)
                 c, m = _cell_in_place(input_share, c, cell_clip)
         h = out[:, offset : offset + n]  # (D, n, P), the next step's state
         if w_proj is not None:
