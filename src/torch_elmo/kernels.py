@@ -117,7 +117,6 @@ class Int8Weight:
         return part
 
 
-
 GATE_BY_GATE = {torch.float32}  # the dtypes whose gates' products run gate by gate on a CPU
 
 
@@ -251,8 +250,9 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     The input's share of the gates is computed a few steps at a time (at least GATE_ROWS rows a
     product): the speed of one large product with memory bounded whatever the batch. The chunks
     share one buffer (a fresh buffer a chunk costs its page faults), and so do the steps' state
-    shares: no new tensor of gates a step. Every gates' product writes each gate apart, (D, 4,
-    n, H) (`gate_blocks`), where the elementwise part reads it whole.
+    shares: no new tensor of gates a step. Every gates' product gives each gate's share as (D,
+    4, n, H): in float32 on a CPU and in int8 written gate by gate (`by_gate`), each gate a
+    block that the elementwise part reads whole; elsewhere one product's rows, viewed so.
 
     Where the steps are large (FUSED_FROM gate values) and torch.compile works, each step's
     elementwise part is one compiled loop (`cell`: ~10 ops, each reading and writing (D, n, H)
