@@ -274,9 +274,10 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     fused = Fused.enabled and D * h.shape[1] * G >= FUSED_FROM
     clip = torch.tensor(float("inf") if cell_clip is None else cell_clip, dtype=c.dtype, device=c.device) \
         if fused else None  # a tensor, so that no clip value makes torch.compile trace again
-    H, gate_by_gate, int8 = G // 4, by_gate(w_state), isinstance(w_state, Int8Weight)
-    product_bias = bias.view(D, 1, 4, H) if int8 else bias  # (D, 1, 4H), or (D * 4, 1, H) gate by gate
-    if gate_by_gate and not int8:
+    H, int8 = G // 4, isinstance(w_state, Int8Weight)
+    blocks = by_gate(w_state) and not int8  # float weights as gate_blocks (int8 copies its products out gate by gate)
+    product_bias = bias.view(D, 1, 4, H) if int8 else bias  # (D, 1, 4H), or (D * 4, 1, H) in blocks
+    if blocks:
         w_input, w_state, product_bias = gate_blocks(w_input), gate_blocks(w_state), gate_blocks(bias)
     bias = bias.view(D, 1, 4, H).transpose(1, 2)  # (D, 4, 1, H), each gate's
     chunks, start = [], 0  # (first row, end row) of each chunk of whole steps
@@ -288,7 +289,7 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     shares = x.new_empty(D * h.shape[1] * G)  # a step's state shares
     table = None  # (D, 4, U, H)
     if rows is not None:
-        table = _gates(x.new_empty(D * x.shape[1] * G), x, w_input, product_bias, gate_by_gate)
+        table = _gates(x.new_empty(D * x.shape[1] * G), x, w_input, product_bias, blocks)
     next_chunk = iter(chunks)
     out = x.new_empty(D, sum(batch_sizes), P)  # every step's output, written where it belongs
     done_h, done_c = [], []
@@ -297,22 +298,24 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
         if offset == chunk_end:
             chunk_start, chunk_end = next(next_chunk)
             if table is None:  # (D, 4, rows, H); fused, the bias is added by each step's loop
-                gates_x = _gates(buffer, x[:, chunk_start:chunk_end], w_input, None if fused else product_bias, gate_by_gate)
-            elif not fused:  # the chunk's rows of the table, gathered into (D, rows, 4H)
-                chunk_rows = rows[:, chunk_start:chunk_end]
-                gates_x = torch.stack([table[d].transpose(0, 1)[chunk_rows[d]] for d in range(D)]).transpose(1, 2)
+                gates_x = _gates(buffer, x[:, chunk_start:chunk_end], w_input, None if fused else product_bias, blocks)
+            elif not fused:  # the chunk's rows of the table, gathered into the buffer as (D, rows, 4H)
+                gathered = buffer[: D * (chunk_end - chunk_start) * G].view(D, chunk_end - chunk_start, 4, H)
+                for d in range(D):
+                    torch.index_select(table[d].transpose(0, 1), 0, rows[d, chunk_start:chunk_end], out=gathered[d])
+                gates_x = gathered.transpose(1, 2)
         if n < h.shape[1]:  # the shortest rows have ended: keep their final state
             done_h.append(h[:, n:])
             done_c.append(c[:, n:])
             h, c = h[:, :n], c[:, :n]
         if table is not None and fused:  # the table's rows added in the loop
-            state_share = _gates(shares, h, w_state, None, gate_by_gate)  # (D, 4, n, H)
+            state_share = _gates(shares, h, w_state, None, blocks)  # (D, 4, n, H)
             c, m = cell_from_table(state_share, table, rows[:, offset : offset + n], c, clip)
         else:
             input_share = gates_x[:, :, offset - chunk_start : offset - chunk_start + n]  # (D, 4, n, H)
             if fused:
-                c, m = cell(_gates(shares, h, w_state, None, gate_by_gate), input_share, bias, c, clip)
-            elif gate_by_gate and not int8:  # a product into a buffer of its own runs faster than one that adds
+                c, m = cell(_gates(shares, h, w_state, None, blocks), input_share, bias, c, clip)
+            elif blocks:  # a product into a buffer of its own runs faster than one that adds
                 c, m = _cell_in_place(_gates(shares, h, w_state, None, True).add_(input_share), c, cell_clip)
             else:  # added where the input's share lies (an int8 product is a fresh tensor anyway)
                 _baddbmm_(input_share.transpose(1, 2), h, w_state)
