@@ -86,6 +86,48 @@ def test_embedding_without_autograd_equals_the_plain_layer(proj_dim, clip, fused
     torch.testing.assert_close(h[:, 4], state[0][:, 4])  # the row that never runs keeps its state
 
 
+@pytest.mark.skipif(not kernels.onednn_steps(torch.zeros(1, 4, 8), 1), reason="this PyTorch has no oneDNN")
+@pytest.mark.parametrize("distinct", [False, True])
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("proj_dim, clip", [(3, 0.5), (5, None)])
+def test_float32_steps_through_onednn_equal_the_plain_layer(proj_dim, clip, fused, distinct, monkeypatch):
+    """In float32 on a CPU a step's products (its state share, its projection) go through oneDNN
+    (`onednn_steps`): the plain layer's values in float64 to float32 rounding, fused or not, with
+    and without a projection, with the input's shares from a table of distinct inputs or not;
+    and every step's products went through oneDNN (the directions in turn)."""
+    monkeypatch.setattr(Fused, "enabled", fused)
+    monkeypatch.setattr(kernels, "FUSED_FROM", 1)
+    products = []
+    linear = kernels._linear
+    monkeypatch.setattr(kernels, "_linear", lambda x, w_t: products.append(tuple(x.shape)) or linear(x, w_t))
+    torch.manual_seed(2)
+    layer = LstmWithProjection(4, 5, proj_dim, clip, clip, n_directions=2)
+    with torch.no_grad():
+        layer.bias.normal_()
+        layer.w_state.mul_(3)
+    plain = copy.deepcopy(layer).double()
+    plain.implementation = "plain"
+    batch_sizes = [4, 4, 3, 1, 1]
+    x = torch.randn(2, 6 if distinct else sum(batch_sizes), 4)
+    rows = torch.randint(0, 6, (2, sum(batch_sizes))) if distinct else None
+    state = torch.randn(2, 5, proj_dim), torch.randn(2, 5, 5)
+    with torch.no_grad():
+        out, (h, c) = layer(x, batch_sizes, state, rows)
+        expected, (expected_h, expected_c) = plain(x.double(), batch_sizes, tuple(s.double() for s in state),
+                                                   rows)
+    for a, b in [(out, expected), (h, expected_h), (c, expected_c)]:
+        torch.testing.assert_close(a, b.float(), atol=1e-5, rtol=0)
+    steps = [(1, n, proj_dim) for n in batch_sizes] + [(1, n, 5) for n in batch_sizes] * (proj_dim != 5)
+    assert sorted(products) == sorted(steps * 2)  # each direction's steps: the state's product, the projection's
+
+
+def test_step_products_go_through_onednn_in_float32_on_a_cpu_one_direction_at_a_time():
+    w = torch.zeros(1, 4, 8)
+    assert kernels.onednn_steps(w, 1) == torch.backends.mkldnn.is_available()
+    assert not kernels.onednn_steps(w, 2)  # the directions together: one batched product (a GPU's way)
+    assert not any(kernels.onednn_steps(v, 1) for v in (w.double(), w.bfloat16(), kernels.Int8Weight(w)))
+
+
 def test_training_with_the_first_layers_gates_once_per_distinct_input_changes_nothing():
     """LstmThroughTime with `rows` (x holding U distinct inputs) against the same slots given each
     its own input: outputs and every gradient equal (float64), also with repeated inputs per step."""

@@ -165,6 +165,25 @@ def _gates(buffer: torch.Tensor, x: torch.Tensor, w: torch.Tensor | Int8Weight, 
     return out.view(D, n, 4, G // 4).transpose(1, 2)
 
 
+ONEDNN_STEPS = {torch.float32}  # the dtypes whose step products run through oneDNN's linear on a CPU
+
+
+def onednn_steps(w: torch.Tensor | Int8Weight, directions: int) -> bool:
+    """Whether lstm_inference's step products (a step's state share of the gates and its
+    projection) run through oneDNN's linear (`_linear`): one direction at a time (the directions
+    in turn), float32, on a CPU, where this PyTorch has oneDNN. At a step's few hundred rows and
+    fewer oneDNN ran well above MKL's sgemm behind torch.bmm on an AMD EPYC, and as fast at a
+    chunk's thousands of rows, which stay with torch.bmm into their buffer (bench/embed.py)."""
+    return (directions == 1 and not isinstance(w, Int8Weight) and w.device.type == "cpu" and w.dtype in ONEDNN_STEPS
+            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def _linear(x: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
+    """x (1, n, K) @ w_t.T -> (1, n, N), a fresh tensor, through oneDNN (the op behind
+    torch.compile's CPU linear); w_t (N, K) is a direction's (K, N) weight transposed, a view."""
+    return torch.ops.mkldnn._linear_pointwise(x[0], w_t, None, "none", [], "").unsqueeze(0)
+
+
 def _bmm(x: torch.Tensor, w: torch.Tensor | Int8Weight, out: torch.Tensor) -> torch.Tensor:
     """x @ w, written to `out`."""
     return w.bmm(x, out=out) if isinstance(w, Int8Weight) else torch.bmm(x, w, out=out)
@@ -252,7 +271,9 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     share one buffer (a fresh buffer a chunk costs its page faults), and so do the steps' state
     shares: no new tensor of gates a step. Every gates' product gives each gate's share as (D,
     4, n, H): in float32 on a CPU and in int8 written gate by gate (`by_gate`), each gate a
-    block that the elementwise part reads whole; elsewhere one product's rows, viewed so.
+    block that the elementwise part reads whole; elsewhere one product's rows, viewed so. In
+    float32 on a CPU a step's products (its state share, its projection) go through oneDNN
+    (`onednn_steps`), faster than torch.bmm at a step's rows.
 
     Where the steps are large (FUSED_FROM gate values) and torch.compile works, each step's
     elementwise part is one compiled loop (`cell`: ~10 ops, each reading and writing (D, n, H)
@@ -276,6 +297,9 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
         if fused else None  # a tensor, so that no clip value makes torch.compile trace again
     H, int8 = G // 4, isinstance(w_state, Int8Weight)
     blocks = by_gate(w_state) and not int8  # float weights as gate_blocks (int8 copies its products out gate by gate)
+    onednn = onednn_steps(w_state, D)
+    if onednn:  # the (N, K) weights oneDNN's linear takes: views
+        w_state_t, w_proj_t = w_state[0].t(), None if w_proj is None else w_proj[0].t()
     product_bias = bias.view(D, 1, 4, H) if int8 else bias  # (D, 1, 4H), or (D * 4, 1, H) in blocks
     if blocks:
         w_input, w_state, product_bias = gate_blocks(w_input), gate_blocks(w_state), gate_blocks(bias)
@@ -286,7 +310,14 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
             chunks.append((start, end))
             start = end
     buffer = x.new_empty(D * max((b - a for a, b in chunks), default=0) * G)  # a chunk's input shares
-    shares = x.new_empty(D * h.shape[1] * G)  # a step's state shares
+    shares = None if onednn else x.new_empty(D * h.shape[1] * G)  # a step's state shares
+
+    def state_share(h: torch.Tensor) -> torch.Tensor:
+        """h (D, n, P) @ the state's weight -> (D, 4, n, H), each gate's share."""
+        if onednn:
+            return _linear(h, w_state_t).view(D, h.shape[1], 4, H).transpose(1, 2)
+        return _gates(shares, h, w_state, None, blocks)
+
     table = None  # (D, 4, U, H)
     if rows is not None:
         table = _gates(x.new_empty(D * x.shape[1] * G), x, w_input, product_bias, blocks)
@@ -309,20 +340,19 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
             done_c.append(c[:, n:])
             h, c = h[:, :n], c[:, :n]
         if table is not None and fused:  # the table's rows added in the loop
-            state_share = _gates(shares, h, w_state, None, blocks)  # (D, 4, n, H)
-            c, m = cell_from_table(state_share, table, rows[:, offset : offset + n], c, clip)
+            c, m = cell_from_table(state_share(h), table, rows[:, offset : offset + n], c, clip)
         else:
             input_share = gates_x[:, :, offset - chunk_start : offset - chunk_start + n]  # (D, 4, n, H)
             if fused:
-                c, m = cell(_gates(shares, h, w_state, None, blocks), input_share, bias, c, clip)
-            elif blocks:  # a product into a buffer of its own runs faster than one that adds
-                c, m = _cell_in_place(_gates(shares, h, w_state, None, True).add_(input_share), c, cell_clip)
+                c, m = cell(state_share(h), input_share, bias, c, clip)
+            elif blocks or onednn:  # a product into a buffer of its own runs faster than one that adds
+                c, m = _cell_in_place(state_share(h).add_(input_share), c, cell_clip)
             else:  # added where the input's share lies (an int8 product is a fresh tensor anyway)
                 _baddbmm_(input_share.transpose(1, 2), h, w_state)
                 c, m = _cell_in_place(input_share, c, cell_clip)
         h = out[:, offset : offset + n]  # (D, n, P), the next step's state
         if w_proj is not None:
-            _bmm(m, w_proj, out=h)
+            h.copy_(_linear(m, w_proj_t)) if onednn else _bmm(m, w_proj, out=h)
             if proj_clip is not None:
                 h.clamp_(-proj_clip, proj_clip)
         else:
