@@ -86,7 +86,7 @@ def test_embedding_without_autograd_equals_the_plain_layer(proj_dim, clip, fused
     torch.testing.assert_close(h[:, 4], state[0][:, 4])  # the row that never runs keeps its state
 
 
-@pytest.mark.skipif(not kernels.onednn_steps(torch.zeros(1, 4, 8), 1), reason="this PyTorch has no oneDNN")
+@pytest.mark.skipif(not kernels.ONEDNN, reason="this PyTorch has no oneDNN")
 @pytest.mark.parametrize("distinct", [False, True])
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("proj_dim, clip", [(3, 0.5), (5, None)])
@@ -122,10 +122,11 @@ def test_float32_steps_through_onednn_equal_the_plain_layer(proj_dim, clip, fuse
 
 
 def test_step_products_go_through_onednn_in_float32_on_a_cpu_one_direction_at_a_time():
-    w = torch.zeros(1, 4, 8)
-    assert kernels.onednn_steps(w, 1) == torch.backends.mkldnn.is_available()
-    assert not kernels.onednn_steps(w, 2)  # the directions together: one batched product (a GPU's way)
-    assert not any(kernels.onednn_steps(v, 1) for v in (w.double(), w.bfloat16(), kernels.Int8Weight(w)))
+    w, proj = torch.zeros(1, 4, 8), torch.zeros(1, 2, 4)
+    assert kernels.onednn_steps(1, w, proj) == kernels.onednn_steps(1, w, None) == kernels.ONEDNN
+    assert not kernels.onednn_steps(2, w, proj)  # the directions together: one batched product (a GPU's way)
+    assert not any(kernels.onednn_steps(1, v, proj) for v in (w.double(), w.bfloat16(), kernels.Int8Weight(w)))
+    assert not kernels.onednn_steps(1, w, proj.transpose(1, 2).contiguous().transpose(1, 2))  # strided: far slower
 
 
 def test_training_with_the_first_layers_gates_once_per_distinct_input_changes_nothing():

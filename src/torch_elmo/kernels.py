@@ -165,17 +165,20 @@ def _gates(buffer: torch.Tensor, x: torch.Tensor, w: torch.Tensor | Int8Weight, 
     return out.view(D, n, 4, G // 4).transpose(1, 2)
 
 
+ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")  # oneDNN's linear
 ONEDNN_STEPS = {torch.float32}  # the dtypes whose step products run through oneDNN's linear on a CPU
 
 
-def onednn_steps(w: torch.Tensor | Int8Weight, directions: int) -> bool:
+def onednn_steps(directions: int, *weights: torch.Tensor | Int8Weight | None) -> bool:
     """Whether lstm_inference's step products (a step's state share of the gates and its
     projection) run through oneDNN's linear (`_linear`): one direction at a time (the directions
-    in turn), float32, on a CPU, where this PyTorch has oneDNN. At a step's few hundred rows and
-    fewer oneDNN ran well above MKL's sgemm behind torch.bmm on an AMD EPYC, and as fast at a
-    chunk's thousands of rows, which stay with torch.bmm into their buffer (bench/embed.py)."""
-    return (directions == 1 and not isinstance(w, Int8Weight) and w.device.type == "cpu" and w.dtype in ONEDNN_STEPS
-            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    in turn), float32 weights on a CPU, where this PyTorch has oneDNN. At a step's few hundred rows
+    and fewer oneDNN ran well above MKL's sgemm behind torch.bmm on an AMD EPYC, and as fast at a
+    chunk's thousands of rows, which stay with torch.bmm into their buffer (bench/embed.py). The
+    weights must be contiguous: oneDNN multiplies by a strided one's transpose far slower."""
+    return directions == 1 and ONEDNN and all(
+        w is None or (isinstance(w, torch.Tensor) and w.device.type == "cpu" and w.dtype in ONEDNN_STEPS and w.is_contiguous())
+        for w in weights)
 
 
 def _linear(x: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
@@ -297,7 +300,7 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
         if fused else None  # a tensor, so that no clip value makes torch.compile trace again
     H, int8 = G // 4, isinstance(w_state, Int8Weight)
     blocks = by_gate(w_state) and not int8  # float weights as gate_blocks (int8 copies its products out gate by gate)
-    onednn = onednn_steps(w_state, D)
+    onednn = onednn_steps(D, w_state, w_proj)
     if onednn:  # the (N, K) weights oneDNN's linear takes: views
         w_state_t, w_proj_t = w_state[0].t(), None if w_proj is None else w_proj[0].t()
     product_bias = bias.view(D, 1, 4, H) if int8 else bias  # (D, 1, 4H), or (D * 4, 1, H) in blocks
