@@ -86,15 +86,20 @@ def test_embedding_without_autograd_equals_the_plain_layer(proj_dim, clip, fused
     torch.testing.assert_close(h[:, 4], state[0][:, 4])  # the row that never runs keeps its state
 
 
-@pytest.mark.skipif(not kernels.ONEDNN, reason="this PyTorch has no oneDNN")
+@pytest.mark.parametrize("onednn", [True, False])
 @pytest.mark.parametrize("distinct", [False, True])
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("proj_dim, clip", [(3, 0.5), (5, None)])
-def test_float32_steps_through_onednn_equal_the_plain_layer(proj_dim, clip, fused, distinct, monkeypatch):
+def test_float32_steps_on_a_cpu_equal_the_plain_layer(proj_dim, clip, fused, distinct, onednn, monkeypatch):
     """In float32 on a CPU a step's products (its state share, its projection) go through oneDNN
-    (`onednn_steps`): the plain layer's values in float64 to float32 rounding, fused or not, with
-    and without a projection, with the input's shares from a table of distinct inputs or not;
-    and every step's products went through oneDNN (the directions in turn)."""
+    (`onednn_steps`), or, where this PyTorch lacks it, torch.bmm gate by gate: the plain layer's
+    values in float64 to float32 rounding, fused or not, with and without a projection, with the
+    input's shares from a table of distinct inputs or not; and with oneDNN every step's products
+    went through it (the directions in turn)."""
+    if onednn and not kernels.onednn_linear_works():
+        pytest.skip("this PyTorch has no oneDNN linear")
+    if not onednn:
+        monkeypatch.setattr(kernels, "ONEDNN_STEPS", set())
     monkeypatch.setattr(Fused, "enabled", fused)
     monkeypatch.setattr(kernels, "FUSED_FROM", 1)
     products = []
@@ -118,12 +123,12 @@ def test_float32_steps_through_onednn_equal_the_plain_layer(proj_dim, clip, fuse
     for a, b in [(out, expected), (h, expected_h), (c, expected_c)]:
         torch.testing.assert_close(a, b.float(), atol=1e-5, rtol=0)
     steps = [(1, n, proj_dim) for n in batch_sizes] + [(1, n, 5) for n in batch_sizes] * (proj_dim != 5)
-    assert sorted(products) == sorted(steps * 2)  # each direction's steps: the state's product, the projection's
+    assert sorted(products) == (sorted(steps * 2) if onednn else [])  # each direction's state product and projection
 
 
 def test_step_products_go_through_onednn_in_float32_on_a_cpu_one_direction_at_a_time():
     w, proj = torch.zeros(1, 4, 8), torch.zeros(1, 2, 4)
-    assert kernels.onednn_steps(1, w, proj) == kernels.onednn_steps(1, w, None) == kernels.ONEDNN
+    assert kernels.onednn_steps(1, w, proj) == kernels.onednn_steps(1, w, None) == kernels.onednn_linear_works()
     assert not kernels.onednn_steps(2, w, proj)  # the directions together: one batched product (a GPU's way)
     assert not any(kernels.onednn_steps(1, v, proj) for v in (w.double(), w.bfloat16(), kernels.Int8Weight(w)))
     assert not kernels.onednn_steps(1, w, proj.transpose(1, 2).contiguous().transpose(1, 2))  # strided: far slower

@@ -19,6 +19,7 @@ P projection size.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import os
 import warnings
@@ -165,7 +166,19 @@ def _gates(buffer: torch.Tensor, x: torch.Tensor, w: torch.Tensor | Int8Weight, 
     return out.view(D, n, 4, G // 4).transpose(1, 2)
 
 
-ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")  # oneDNN's linear
+@functools.cache
+def onednn_linear_works() -> bool:
+    """Whether this PyTorch has oneDNN's linear for dense float32 tensors (`_linear`, an internal
+    op behind torch.compile's CPU linear: tried once, not assumed)."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return False
+    x, w = torch.arange(6.0).view(2, 3), torch.arange(12.0).view(4, 3)
+    try:
+        return torch.equal(torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], ""), x @ w.T)
+    except (RuntimeError, TypeError):
+        return False
+
+
 ONEDNN_STEPS = {torch.float32}  # the dtypes whose step products run through oneDNN's linear on a CPU
 
 
@@ -176,7 +189,7 @@ def onednn_steps(directions: int, *weights: torch.Tensor | Int8Weight | None) ->
     and fewer oneDNN ran well above MKL's sgemm behind torch.bmm on an AMD EPYC, and as fast at a
     chunk's thousands of rows, which stay with torch.bmm into their buffer (bench/embed.py). The
     weights must be contiguous: oneDNN multiplies by a strided one's transpose far slower."""
-    return directions == 1 and ONEDNN and all(
+    return directions == 1 and onednn_linear_works() and all(
         w is None or (isinstance(w, torch.Tensor) and w.device.type == "cpu" and w.dtype in ONEDNN_STEPS and w.is_contiguous())
         for w in weights)
 
