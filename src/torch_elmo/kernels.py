@@ -289,7 +289,8 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     4, n, H): in float32 on a CPU and in int8 written gate by gate (`by_gate`), each gate a
     block that the elementwise part reads whole; elsewhere one product's rows, viewed so. In
     float32 on a CPU a step's products (its state share, its projection) go through oneDNN
-    (`onednn_steps`), faster than torch.bmm at a step's rows.
+    (`onednn_steps`) instead, faster than torch.bmm at a step's rows though each returns a fresh
+    tensor (a step's, small enough for the allocator to reuse).
 
     Where the steps are large (FUSED_FROM gate values) and torch.compile works, each step's
     elementwise part is one compiled loop (`cell`: ~10 ops, each reading and writing (D, n, H)
