@@ -13,13 +13,19 @@ from torch_elmo.model import CharCNN, LstmWithProjection
 SENTENCES = [["The", "bank", "of", "the", "river", "."], ["I", "went", "to", "the", "bank"], ["Hi"]]
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("proj_dim, clip", [(3, 0.5), (5, None)])
-def test_hand_written_backward_through_time_equals_autograd(proj_dim, clip, fused, monkeypatch):
+def test_hand_written_backward_through_time_equals_autograd(proj_dim, clip, fused, dtype, monkeypatch):
     """LstmThroughTime (training's path, its elementwise steps compiled or not) against autograd
-    through the plain implementation (`LstmWithProjection.step`), on a packed batch with rows
-    ending at different steps, clipping active, and initial states."""
+    through the plain implementation (`LstmWithProjection.step`) in float64, on a packed batch
+    with rows ending at different steps, clipping active, and initial states: in float64 to
+    1e-12, in float32 (a step's products and their gradients' through oneDNN, where this PyTorch
+    has it) to float32 rounding."""
     monkeypatch.setattr(Fused, "enabled", fused)
+    products = []
+    linear = kernels._linear
+    monkeypatch.setattr(kernels, "_linear", lambda x, w_t: products.append(x.shape) or linear(x, w_t))
     torch.manual_seed(0)
     layer = LstmWithProjection(4, 5, proj_dim, clip, clip, n_directions=2).double()
     with torch.no_grad():
@@ -33,23 +39,25 @@ def test_hand_written_backward_through_time_equals_autograd(proj_dim, clip, fuse
 
     plain = copy.deepcopy(layer)
     plain.implementation = "plain"
+    layer = layer.to(dtype)
+    inputs = [t.detach().to(dtype).requires_grad_() for t in (x, h0, c0)]
 
     def by_autograd():
         out, (h, c) = plain(x, batch_sizes, (h0, c0))
         return out, h, c
 
-    out, (h, c) = layer(x, batch_sizes, (h0, c0))
+    out, (h, c) = layer(inputs[0], batch_sizes, (inputs[1], inputs[2]))
     ours, expected = (out, h, c), by_autograd()
     if clip is not None:
         assert (expected[2].abs() == clip).any()  # the cell clip is active
-    weights = [torch.randn_like(t) for t in ours]
-    grads = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, ours)), [x, h0, c0, *layer.parameters()])
+    weights = [torch.randn_like(t) for t in expected]
+    grads = torch.autograd.grad(sum((w.to(dtype) * t).sum() for w, t in zip(weights, ours)), [*inputs, *layer.parameters()])
     expected_grads = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, expected)),
                                          [x, h0, c0, *plain.parameters()])
-    for a, b in zip(ours, expected):
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
-    for a, b in zip(grads, expected_grads):
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    for a, b in [*zip(ours, expected), *zip(grads, expected_grads)]:
+        torch.testing.assert_close(a, b.to(dtype), atol=tolerance, rtol=0)
+    assert bool(products) == (dtype == torch.float32 and kernels.onednn_linear_works())
     if fused:  # torch.compile works on this machine: the fused path is the one tested
         assert step_backward.compiled not in (None, False)
 
@@ -126,12 +134,14 @@ def test_float32_steps_on_a_cpu_equal_the_plain_layer(proj_dim, clip, fused, dis
     assert sorted(products) == (sorted(steps * 2) if onednn else [])  # each direction's state product and projection
 
 
-def test_step_products_go_through_onednn_in_float32_on_a_cpu_one_direction_at_a_time():
-    w, proj = torch.zeros(1, 4, 8), torch.zeros(1, 2, 4)
-    assert kernels.onednn_steps(1, w, proj) == kernels.onednn_steps(1, w, None) == kernels.onednn_linear_works()
-    assert not kernels.onednn_steps(2, w, proj)  # the directions together: one batched product (a GPU's way)
-    assert not any(kernels.onednn_steps(1, v, proj) for v in (w.double(), w.bfloat16(), kernels.Int8Weight(w)))
-    assert not kernels.onednn_steps(1, w, proj.transpose(1, 2).contiguous().transpose(1, 2))  # strided: far slower
+def test_step_products_go_through_onednn_in_float32_on_a_cpu():
+    w, proj = torch.zeros(2, 4, 8), torch.zeros(2, 2, 4)
+    assert kernels.onednn_steps(w, proj) == kernels.onednn_steps(w, None) == kernels.onednn_linear_works()
+    assert not any(kernels.onednn_steps(v, proj) for v in (w.double(), w.bfloat16(), kernels.Int8Weight(w)))
+    assert not kernels.onednn_steps(w, proj.transpose(1, 2).contiguous().transpose(1, 2))  # strided: far slower
+    if kernels.onednn_linear_works():  # each direction's product: x (D, n, K) @ w (D, K, N)
+        x = torch.randn(2, 3, 4)
+        torch.testing.assert_close(kernels._linear(x, w.normal_().transpose(1, 2)), torch.bmm(x, w), rtol=0, atol=1e-6)
 
 
 def test_training_with_the_first_layers_gates_once_per_distinct_input_changes_nothing():

@@ -182,22 +182,25 @@ def onednn_linear_works() -> bool:
 ONEDNN_STEPS = {torch.float32}  # the dtypes whose step products run through oneDNN's linear on a CPU
 
 
-def onednn_steps(directions: int, *weights: torch.Tensor | Int8Weight | None) -> bool:
-    """Whether lstm_inference's step products (a step's state share of the gates and its
-    projection) run through oneDNN's linear (`_linear`): one direction at a time (the directions
-    in turn), float32 weights on a CPU, where this PyTorch has oneDNN. At a step's few hundred rows
-    and fewer oneDNN ran well above MKL's sgemm behind torch.bmm on an AMD EPYC, and as fast at a
-    chunk's thousands of rows, which stay with torch.bmm into their buffer (bench/embed.py). The
-    weights must be contiguous: oneDNN multiplies by a strided one's transpose far slower."""
-    return directions == 1 and onednn_linear_works() and all(
+def onednn_steps(*weights: torch.Tensor | Int8Weight | None) -> bool:
+    """Whether the LSTM's step products (a step's state share of the gates and its projection,
+    and in training their gradients' products) run through oneDNN's linear (`_linear`), a
+    direction at a time: float32 weights on a CPU, where this PyTorch has oneDNN. At a step's few
+    hundred rows and fewer oneDNN ran well above MKL's sgemm behind torch.bmm on an AMD EPYC, and
+    as fast at a chunk's thousands of rows, which stay with torch.bmm into their buffers
+    (bench/embed.py, bench/train.py). The weights must be contiguous: oneDNN multiplies by a
+    strided one's transpose far slower."""
+    return onednn_linear_works() and all(
         w is None or (isinstance(w, torch.Tensor) and w.device.type == "cpu" and w.dtype in ONEDNN_STEPS and w.is_contiguous())
         for w in weights)
 
 
 def _linear(x: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
-    """x (1, n, K) @ w_t.T -> (1, n, N), a fresh tensor, through oneDNN (the op behind
-    torch.compile's CPU linear); w_t (N, K) is a direction's (K, N) weight transposed, a view."""
-    return torch.ops.mkldnn._linear_pointwise(x[0], w_t, None, "none", [], "").unsqueeze(0)
+    """x (D, n, K) @ w_t.transpose(1, 2) -> (D, n, N), a fresh tensor, each direction's product
+    through oneDNN (the op behind torch.compile's CPU linear); w_t (D, N, K) is a (D, K, N)
+    weight transposed (a view) or a weight used as its own transpose."""
+    products = [torch.ops.mkldnn._linear_pointwise(x[d], w_t[d], None, "none", [], "") for d in range(x.shape[0])]
+    return products[0].unsqueeze(0) if len(products) == 1 else torch.stack(products)
 
 
 def _bmm(x: torch.Tensor, w: torch.Tensor | Int8Weight, out: torch.Tensor) -> torch.Tensor:
@@ -314,9 +317,9 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
         if fused else None  # a tensor, so that no clip value makes torch.compile trace again
     H, int8 = G // 4, isinstance(w_state, Int8Weight)
     blocks = by_gate(w_state) and not int8  # float weights as gate_blocks (int8 copies its products out gate by gate)
-    onednn = onednn_steps(D, w_state, w_proj)
-    if onednn:  # the (N, K) weights oneDNN's linear takes: views
-        w_state_t, w_proj_t = w_state[0].t(), None if w_proj is None else w_proj[0].t()
+    onednn = onednn_steps(w_state, w_proj)
+    if onednn:  # the (D, N, K) weights oneDNN's linear takes: views
+        w_state_t, w_proj_t = w_state.transpose(1, 2), None if w_proj is None else w_proj.transpose(1, 2)
     product_bias = bias.view(D, 1, 4, H) if int8 else bias  # (D, 1, 4H), or (D * 4, 1, H) in blocks
     if blocks:
         w_input, w_state, product_bias = gate_blocks(w_input), gate_blocks(w_state), gate_blocks(bias)
@@ -474,6 +477,7 @@ class LstmThroughTime(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w_input, bias, h0, c0, w_state, w_proj, batch_sizes, cell_clip, proj_clip, rows=None):
         H = w_state.shape[2] // 4
+        onednn = onednn_steps(w_state, w_proj)  # a step's products through oneDNN, a direction at a time
         gates = torch.baddbmm(bias.unsqueeze(1), x, w_input)  # (D, N, 4H): every step at once
         if rows is not None:  # gates was the (D, U, 4H) table of distinct inputs
             gates = torch.stack([gates[d].index_select(0, rows[d]) for d in range(len(rows))])
@@ -488,14 +492,19 @@ class LstmThroughTime(torch.autograd.Function):
                 done_h.append(h[:, n:])
                 done_c.append(c[:, n:])
                 h, c = h[:, :n], c[:, :n]
-            step_gates = gates[:, offset : offset + n].baddbmm_(h, w_state)
+            step_gates = gates[:, offset : offset + n]
+            if onednn:
+                for d in range(D):
+                    step_gates[d].add_(_linear(h[d : d + 1], w_state[d : d + 1].transpose(1, 2))[0])
+            else:
+                step_gates.baddbmm_(h, w_state)
             m_out = m_all[:, offset : offset + n] if m_all is not None else None
             offset += n
             c_prev = c
             i, j, f, o, c, tanh_c, m, keep_c = _step_forward(step_gates, c_prev, cell_clip, m_out)  # (D, n, H) each
             keep_h = None
             if w_proj is not None:
-                h = torch.bmm(m, w_proj)
+                h = _linear(m, w_proj.transpose(1, 2)) if onednn else torch.bmm(m, w_proj)
                 if proj_clip is not None:
                     keep_h = (h >= -proj_clip) & (h <= proj_clip)
                     h = h.clamp_(-proj_clip, proj_clip)
@@ -507,7 +516,7 @@ class LstmThroughTime(torch.autograd.Function):
         done_c.append(c)
         P = w_state.shape[1]
         out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(D, 0, P)
-        ctx.steps, ctx.batch_sizes = steps, batch_sizes
+        ctx.steps, ctx.batch_sizes, ctx.onednn = steps, batch_sizes, onednn
         ctx.save_for_backward(x, w_input, gates, m_all, out, h0, w_state, w_proj, rows)
         return out, torch.cat(done_h[::-1], dim=1), torch.cat(done_c[::-1], dim=1)
 
@@ -539,12 +548,12 @@ class LstmThroughTime(torch.autograd.Function):
                 if keep_h is not None:
                     dh = dh * keep_h
                 grad_proj_in[:, start : start + n] = dh
-                dm = torch.bmm(dh, w_proj.transpose(1, 2))  # (D, n, H)
+                dm = _linear(dh, w_proj) if ctx.onednn else torch.bmm(dh, w_proj.transpose(1, 2))  # (D, n, H)
             else:
                 dm = dh
             g, dc = step_backward(dc, dm, i, j, f, o, c_prev, tanh_c, keep_c)  # (D, n, 4H), (D, n, H)
             gates[:, start : start + n] = g  # this step's activations are used: its gradient takes their place
-            dh = torch.bmm(g, w_state.transpose(1, 2))  # (D, n, P)
+            dh = _linear(g, w_state) if ctx.onednn else torch.bmm(g, w_state.transpose(1, 2))  # (D, n, P)
         ctx.steps = None
         grad_gates = gates  # (D, N, 4H)
         n_first = batch_sizes[0] if batch_sizes else 0
