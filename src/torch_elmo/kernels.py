@@ -123,8 +123,9 @@ GATE_BY_GATE = {torch.float32}  # the dtypes whose gates' products run gate by g
 
 def by_gate(w: torch.Tensor | Int8Weight) -> bool:
     """Whether lstm_inference writes w's gates gate by gate, each gate's share a block of its own:
-    float32 on a CPU (`gate_blocks`), where a 2-thread product into a step's few hundred rows
-    of 4H columns ran far below the peak on some CPUs (MKL's sgemm on an AMD EPYC) and the same
+    float32 on a CPU (`gate_blocks`; a chunk's input shares and the table, and a step's state
+    share where oneDNN does not take it, `onednn_steps`), where a 2-thread product into n rows of
+    4H columns ran far below the peak on some CPUs (MKL's sgemm on an AMD EPYC) and the same
     product as 4 batched products into n rows of H near it, and int8 (each product's columns
     copied out gate by gate), where the elementwise part then ran faster, bench/embed.py.
     bfloat16 (oneDNN) ran slower so; it, a GPU and float64 keep one product whose rows are
@@ -321,8 +322,9 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     if onednn:  # the (D, N, K) weights oneDNN's linear takes: views
         w_state_t, w_proj_t = w_state.transpose(1, 2), None if w_proj is None else w_proj.transpose(1, 2)
     product_bias = bias.view(D, 1, 4, H) if int8 else bias  # (D, 1, 4H), or (D * 4, 1, H) in blocks
-    if blocks:
-        w_input, w_state, product_bias = gate_blocks(w_input), gate_blocks(w_state), gate_blocks(bias)
+    if blocks:  # (the state's weight too, unless oneDNN multiplies by it)
+        w_input, product_bias = gate_blocks(w_input), gate_blocks(bias)
+        w_state = w_state if onednn else gate_blocks(w_state)
     bias = bias.view(D, 1, 4, H).transpose(1, 2)  # (D, 4, 1, H), each gate's
     chunks, start = [], 0  # (first row, end row) of each chunk of whole steps
     for t, end in enumerate(itertools.accumulate(batch_sizes)):
@@ -478,6 +480,8 @@ class LstmThroughTime(torch.autograd.Function):
     def forward(ctx, x, w_input, bias, h0, c0, w_state, w_proj, batch_sizes, cell_clip, proj_clip, rows=None):
         H = w_state.shape[2] // 4
         onednn = onednn_steps(w_state, w_proj)  # a step's products through oneDNN, a direction at a time
+        if onednn:  # the (D, N, K) weights oneDNN's linear takes: views
+            w_state_t, w_proj_t = w_state.transpose(1, 2), None if w_proj is None else w_proj.transpose(1, 2)
         gates = torch.baddbmm(bias.unsqueeze(1), x, w_input)  # (D, N, 4H): every step at once
         if rows is not None:  # gates was the (D, U, 4H) table of distinct inputs
             gates = torch.stack([gates[d].index_select(0, rows[d]) for d in range(len(rows))])
@@ -495,7 +499,7 @@ class LstmThroughTime(torch.autograd.Function):
             step_gates = gates[:, offset : offset + n]
             if onednn:
                 for d in range(D):
-                    step_gates[d].add_(_linear(h[d : d + 1], w_state[d : d + 1].transpose(1, 2))[0])
+                    step_gates[d].add_(_linear(h[d : d + 1], w_state_t[d : d + 1])[0])
             else:
                 step_gates.baddbmm_(h, w_state)
             m_out = m_all[:, offset : offset + n] if m_all is not None else None
@@ -504,7 +508,7 @@ class LstmThroughTime(torch.autograd.Function):
             i, j, f, o, c, tanh_c, m, keep_c = _step_forward(step_gates, c_prev, cell_clip, m_out)  # (D, n, H) each
             keep_h = None
             if w_proj is not None:
-                h = _linear(m, w_proj.transpose(1, 2)) if onednn else torch.bmm(m, w_proj)
+                h = _linear(m, w_proj_t) if onednn else torch.bmm(m, w_proj)
                 if proj_clip is not None:
                     keep_h = (h >= -proj_clip) & (h <= proj_clip)
                     h = h.clamp_(-proj_clip, proj_clip)
