@@ -2,6 +2,7 @@
 and gradients, whichever path the model picks."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -100,14 +101,14 @@ def test_embedding_without_autograd_equals_the_plain_layer(proj_dim, clip, fused
 @pytest.mark.parametrize("proj_dim, clip", [(3, 0.5), (5, None)])
 def test_float32_steps_on_a_cpu_equal_the_plain_layer(proj_dim, clip, fused, distinct, onednn, monkeypatch):
     """In float32 on a CPU a step's products (its state share, its projection) go through oneDNN
-    (`onednn_steps`), or, where this PyTorch lacks it, torch.bmm gate by gate: the plain layer's
+    (`onednn_products`), or, where this PyTorch lacks it, torch.bmm gate by gate: the plain layer's
     values in float64 to float32 rounding, fused or not, with and without a projection, with the
     input's shares from a table of distinct inputs or not; and with oneDNN every step's products
     went through it (the directions in turn)."""
     if onednn and not kernels.onednn_linear_works():
         pytest.skip("this PyTorch has no oneDNN linear")
     if not onednn:
-        monkeypatch.setattr(kernels, "ONEDNN_STEPS", set())
+        monkeypatch.setattr(kernels, "ONEDNN_DTYPES", set())
     monkeypatch.setattr(Fused, "enabled", fused)
     monkeypatch.setattr(kernels, "FUSED_FROM", 1)
     products = []
@@ -136,9 +137,9 @@ def test_float32_steps_on_a_cpu_equal_the_plain_layer(proj_dim, clip, fused, dis
 
 def test_step_products_go_through_onednn_in_float32_on_a_cpu():
     w, proj = torch.zeros(2, 4, 8), torch.zeros(2, 2, 4)
-    assert kernels.onednn_steps(w, proj) == kernels.onednn_steps(w, None) == kernels.onednn_linear_works()
-    assert not any(kernels.onednn_steps(v, proj) for v in (w.double(), w.bfloat16(), kernels.Int8Weight(w)))
-    assert not kernels.onednn_steps(w, proj.transpose(1, 2).contiguous().transpose(1, 2))  # strided: far slower
+    assert kernels.onednn_products(w, proj) == kernels.onednn_products(w, None) == kernels.onednn_linear_works()
+    assert not any(kernels.onednn_products(v, proj) for v in (w.double(), w.bfloat16(), kernels.Int8Weight(w)))
+    assert not kernels.onednn_products(w, proj.transpose(1, 2).contiguous().transpose(1, 2))  # strided: far slower
     if kernels.onednn_linear_works():  # each direction's product: x (D, n, K) @ w (D, K, N)
         x = torch.randn(2, 3, 4)
         torch.testing.assert_close(kernels._linear(x, w.normal_().transpose(1, 2)), torch.bmm(x, w), rtol=0, atol=1e-6)
@@ -207,15 +208,54 @@ def test_the_fast_biLM_computes_what_the_plain_one_does(options_file, weight_fil
             torch.testing.assert_close(fast_grads[k], plain_grads[k], atol=1e-10, rtol=1e-9)
 
 
-def test_max_over_windows_is_the_convolution_max_pooled():
+def _char_cnns(dtype: torch.dtype) -> tuple[CharCNN, CharCNN]:
+    """A fast CharCNN and a plain one with the same weights."""
     torch.manual_seed(0)
-    config = BiLMConfig(filters=((1, 4), (3, 6), (7, 8)), char_embed_dim=5, n_highway=1, projection_dim=6)
-    fast = CharCNN(config).double()
-    plain = copy.deepcopy(fast)
-    plain.implementation = "plain"
+    config = BiLMConfig(filters=((1, 4), (3, 6), (7, 8)), char_embed_dim=5, n_highway=2, projection_dim=6)
+    fast = CharCNN(config).to(dtype)
+    plain = CharCNN(dataclasses.replace(config, implementation="plain")).to(dtype)
+    plain.load_state_dict(fast.state_dict())
+    return fast, plain
+
+
+def test_max_over_windows_is_the_convolution_max_pooled():
+    fast, plain = _char_cnns(torch.float64)
     ids = batch_to_ids([["a", "bank", "x" * 48, "of"]])[0]
     torch.testing.assert_close(fast(ids), plain(ids), atol=1e-12, rtol=0)
     assert LstmWithProjection(2, 3, 2, None, None, implementation="plain").implementation == "plain"
+
+
+def test_the_token_encoders_products_go_through_onednn_without_gradients(monkeypatch):
+    """In float32 on a CPU the highway and projection products of the fast CharCNN go through
+    oneDNN's linear (`kernels.linear`) where nothing needs a gradient: the plain CharCNN's
+    values to float32 rounding. With gradients (oneDNN's op has none), in float64 and under
+    autocast they are F.linear's, and the gradients equal the plain CharCNN's."""
+    if not kernels.onednn_linear_works():
+        pytest.skip("this PyTorch has no oneDNN linear")
+    products = []
+    onednn_linear = kernels._onednn_linear
+    monkeypatch.setattr(kernels, "_onednn_linear", lambda x, w, b=None: products.append(tuple(w.shape)) or onednn_linear(x, w, b))
+    fast, plain = _char_cnns(torch.float32)
+    ids = batch_to_ids([["a", "bank", "x" * 48, "of"]])[0]
+    with torch.no_grad():
+        expected = plain(ids)
+        assert products == []
+        got = fast(ids)
+    assert products == [(36, 18), (36, 18), (6, 18)]  # two highways' [transform; carry], the projection
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+    products.clear()
+    fast(ids).square().sum().backward()
+    plain(ids).square().sum().backward()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast(ids)
+    with torch.no_grad():
+        fast.double()(ids)
+    assert products == []
+    for (name, p), q in zip(fast.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad.float(), q.grad, atol=1e-5, rtol=1e-5, msg=name)
+    x, w = torch.randn(2, 3, 8), torch.randn(5, 8)
+    torch.testing.assert_close(kernels.linear(x, w), x @ w.T, atol=1e-6, rtol=0)  # (B, T, K): any leading shape
 
 
 @pytest.mark.parametrize("compiled", [False, True])

@@ -264,7 +264,7 @@ class EfmlHighway(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            projected = layer(x)
+            projected = kernels.linear(x, layer.weight, layer.bias)  # oneDNN's product where it ran faster
             nonlinear, gate = F.relu(projected[:, : self.dim]), torch.sigmoid(projected[:, self.dim :])
             x = gate * x + (1 - gate) * nonlinear
         return x
@@ -290,7 +290,7 @@ class EfmlTokenEncoder(nn.Module):
         x = self.highways(x)
         if self.word_embedding is not None:
             x = torch.cat([self.word_embedding(ids[:, 0] - 1), x], dim=-1)
-        return self.projection(x)
+        return kernels.linear(x, self.projection.weight, self.projection.bias)
 
     def _trim_padding(self, chars: torch.Tensor) -> torch.Tensor:
         """(N, C) -> (N, C'): without the last columns that hold `<pad>` in every token, keeping the

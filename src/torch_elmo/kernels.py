@@ -124,7 +124,7 @@ GATE_BY_GATE = {torch.float32}  # the dtypes whose gates' products run gate by g
 def by_gate(w: torch.Tensor | Int8Weight) -> bool:
     """Whether lstm_inference writes w's gates gate by gate, each gate's share a block of its own:
     float32 on a CPU (`gate_blocks`; a chunk's input shares and the table, and a step's state
-    share where oneDNN does not take it, `onednn_steps`), where a 2-thread product into n rows of
+    share where oneDNN does not take it, `onednn_products`), where a 2-thread product into n rows of
     4H columns ran far below the peak on some CPUs (MKL's sgemm on an AMD EPYC) and the same
     product as 4 batched products into n rows of H near it, and int8 (each product's columns
     copied out gate by gate), where the elementwise part then ran faster, bench/embed.py.
@@ -180,27 +180,45 @@ def onednn_linear_works() -> bool:
         return False
 
 
-ONEDNN_STEPS = {torch.float32}  # the dtypes whose step products run through oneDNN's linear on a CPU
+ONEDNN_DTYPES = {torch.float32}  # the dtypes whose products run through oneDNN's linear on a CPU
 
 
-def onednn_steps(*weights: torch.Tensor | Int8Weight | None) -> bool:
-    """Whether the LSTM's step products (a step's state share of the gates and its projection,
-    and in training their gradients' products) run through oneDNN's linear (`_linear`), a
-    direction at a time: float32 weights on a CPU, where this PyTorch has oneDNN. At a step's few
-    hundred rows and fewer oneDNN ran well above MKL's sgemm behind torch.bmm on an AMD EPYC, and
-    as fast at a chunk's thousands of rows, which stay with torch.bmm into their buffers
-    (bench/embed.py, bench/train.py). The weights must be contiguous: oneDNN multiplies by a
-    strided one's transpose far slower."""
+def onednn_products(*weights: torch.Tensor | Int8Weight | None) -> bool:
+    """Whether products by these weights run through oneDNN's linear: float32 weights on a CPU,
+    where this PyTorch has oneDNN. Those are the LSTM's step products (a step's state share of the
+    gates and its projection, and in training their gradients' products, `_linear`, a direction at
+    a time) and, without gradients, the token encoder's highway and projection products
+    (`linear`): at a step's few hundred rows and fewer, and at the char CNN's chunks of tokens,
+    oneDNN ran well above MKL's sgemm behind torch.bmm and F.linear on an AMD EPYC, and as fast at
+    a chunk's thousands of rows, which stay with torch.bmm into their buffers (bench/embed.py,
+    bench/train.py). The weights must be contiguous: oneDNN multiplies by a strided one's
+    transpose far slower."""
     return onednn_linear_works() and all(
-        w is None or (isinstance(w, torch.Tensor) and w.device.type == "cpu" and w.dtype in ONEDNN_STEPS and w.is_contiguous())
+        w is None or (isinstance(w, torch.Tensor) and w.device.type == "cpu" and w.dtype in ONEDNN_DTYPES and w.is_contiguous())
         for w in weights)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear(x, weight, bias), through oneDNN's linear where `onednn_products(weight)` holds,
+    autocast is off and nothing needs a gradient (oneDNN's op has no autograd formula)."""
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    if (onednn_products(weight) and x.dtype == weight.dtype and x.numel() and not needs_grad
+            and not torch.is_autocast_enabled(x.device.type)):
+        return _onednn_linear(x.reshape(-1, x.shape[-1]), weight, bias).view(*x.shape[:-1], weight.shape[0])
+    return torch.nn.functional.linear(x, weight, bias)
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (n, K) @ weight (N, K).T (+ bias (N,)) -> (n, N), a fresh tensor, through oneDNN (the op
+    behind torch.compile's CPU linear)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
 def _linear(x: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
     """x (D, n, K) @ w_t.transpose(1, 2) -> (D, n, N), a fresh tensor, each direction's product
-    through oneDNN (the op behind torch.compile's CPU linear); w_t (D, N, K) is a (D, K, N)
-    weight transposed (a view) or a weight used as its own transpose."""
-    products = [torch.ops.mkldnn._linear_pointwise(x[d], w_t[d], None, "none", [], "") for d in range(x.shape[0])]
+    through oneDNN; w_t (D, N, K) is a (D, K, N) weight transposed (a view) or a weight used as
+    its own transpose."""
+    products = [_onednn_linear(x[d], w_t[d]) for d in range(x.shape[0])]
     return products[0].unsqueeze(0) if len(products) == 1 else torch.stack(products)
 
 
@@ -293,7 +311,7 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     4, n, H): in float32 on a CPU and in int8 written gate by gate (`by_gate`), each gate a
     block that the elementwise part reads whole; elsewhere one product's rows, viewed so. In
     float32 on a CPU a step's products (its state share, its projection) go through oneDNN
-    (`onednn_steps`) instead, faster than torch.bmm at a step's rows though each returns a fresh
+    (`onednn_products`) instead, faster than torch.bmm at a step's rows though each returns a fresh
     tensor (a step's, small enough for the allocator to reuse).
 
     Where the steps are large (FUSED_FROM gate values) and torch.compile works, each step's
@@ -318,7 +336,7 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
         if fused else None  # a tensor, so that no clip value makes torch.compile trace again
     H, int8 = G // 4, isinstance(w_state, Int8Weight)
     blocks = by_gate(w_state) and not int8  # float weights as gate_blocks (int8 copies its products out gate by gate)
-    onednn = onednn_steps(w_state, w_proj)
+    onednn = onednn_products(w_state, w_proj)
     if onednn:  # the (D, N, K) weights oneDNN's linear takes: views
         w_state_t, w_proj_t = w_state.transpose(1, 2), None if w_proj is None else w_proj.transpose(1, 2)
     product_bias = bias.view(D, 1, 4, H) if int8 else bias  # (D, 1, 4H), or (D * 4, 1, H) in blocks
@@ -479,7 +497,7 @@ class LstmThroughTime(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w_input, bias, h0, c0, w_state, w_proj, batch_sizes, cell_clip, proj_clip, rows=None):
         H = w_state.shape[2] // 4
-        onednn = onednn_steps(w_state, w_proj)  # a step's products through oneDNN, a direction at a time
+        onednn = onednn_products(w_state, w_proj)  # a step's products through oneDNN, a direction at a time
         if onednn:  # the (D, N, K) weights oneDNN's linear takes: views
             w_state_t, w_proj_t = w_state.transpose(1, 2), None if w_proj is None else w_proj.transpose(1, 2)
         gates = torch.baddbmm(bias.unsqueeze(1), x, w_input)  # (D, N, 4H): every step at once

@@ -126,12 +126,14 @@ class BiLMConfig:
 class Highway(nn.Module):
     """y = g * relu(x W_t + b_t) + (1 - g) * x, carry gate g = sigmoid(x W_c + b_c).
 
-    The published (bilm-tf) convention; both products run as one [transform; carry] matmul.
+    The published (bilm-tf) convention; both products run as one [transform; carry] matmul
+    (`kernels.linear` but in the plain implementation).
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, implementation: str = "fast"):
         super().__init__()
         self.linear = nn.Linear(dim, 2 * dim)
+        self.implementation = implementation
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -144,7 +146,11 @@ class Highway(nn.Module):
             self.linear.bias[dim:] = -2.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        transform, carry = self.linear(x).chunk(2, dim=-1)
+        if self.implementation == "plain":
+            product = self.linear(x)
+        else:
+            product = kernels.linear(x, self.linear.weight, self.linear.bias)
+        transform, carry = product.chunk(2, dim=-1)
         gate = torch.sigmoid(carry)
         return gate * F.relu(transform) + (1.0 - gate) * x
 
@@ -165,7 +171,7 @@ class CharCNN(nn.Module):
         self.convs = nn.ModuleList(
             nn.Conv1d(config.char_embed_dim, n, kernel_size=width) for width, n in config.filters
         )
-        self.highways = nn.ModuleList(Highway(config.n_filters) for _ in range(config.n_highway))
+        self.highways = nn.ModuleList(Highway(config.n_filters, config.implementation) for _ in range(config.n_highway))
         self.projection = (
             nn.Linear(config.n_filters, config.projection_dim)
             if config.n_filters != config.token_dim
@@ -197,7 +203,9 @@ class CharCNN(nn.Module):
         x = torch.cat([self.activation(self._max_over_windows(chars, conv)) for conv in self.convs], dim=-1)
         for highway in self.highways:  # (N, n_filters)
             x = highway(x)
-        return self.projection(x)  # (N, P)
+        if self.implementation == "plain" or not isinstance(self.projection, nn.Linear):
+            return self.projection(x)  # (N, P)
+        return kernels.linear(x, self.projection.weight, self.projection.bias)
 
     def _max_over_windows(self, chars: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
         """conv over the chars (N, C', E), max-pooled over positions -> (N, filters)."""
