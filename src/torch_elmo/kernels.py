@@ -35,16 +35,21 @@ from .errors import UsageError
 def max_over_windows(chars: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """conv1d(chars, weight, bias) max-pooled over positions: (N, C, E) -> (N, filters).
 
-    One matmul over the unfolded windows, (C - w + 1, N, E * w) @ (E * w, filters), max-pooled,
-    the bias added after the max (the same value: adding a constant keeps the order). Positions
-    come first, so that the max is one of whole (N, filters) blocks: over the middle dimension it
-    ran several times slower, bench/embed.py. amax's backward splits the gradient among tied
-    windows, which are identical all-padding windows, so the gradients are those of max pooling.
+    One matmul over the unfolded windows, (N, C - w + 1, E * w) @ (E * w, filters), max-pooled,
+    the bias added after the max (the same value: adding a constant keeps the order). Without
+    gradients the windows come positions first, (C - w + 1, N, E * w), so that the max is one of
+    whole (N, filters) blocks: over the middle dimension it ran several times slower
+    (bench/embed.py). With gradients .max over the middle dimension, whose backward routes the
+    gradient to one window (amax's splits it among ties, and training ran slower with it,
+    bench/train.py): ties come from identical all-padding windows, so the gradients are the same.
     """
     filters, _, width = weight.shape  # Conv1d's (out, in, width)
-    windows = chars.transpose(0, 1).contiguous().unfold(0, width, 1).flatten(2)  # (C - w + 1, N, E * w), the weight's order
-    scores = windows @ weight.reshape(filters, -1).T  # (C - w + 1, N, filters)
-    return scores.amax(dim=0) + bias
+    w = weight.reshape(filters, -1).T  # (E * w, filters), the unfolded windows' order
+    if torch.is_grad_enabled() and (chars.requires_grad or weight.requires_grad):
+        windows = chars.unfold(1, width, 1).flatten(2)  # (N, C - w + 1, E * w)
+        return (windows @ w).max(dim=1).values + bias
+    windows = chars.transpose(0, 1).contiguous().unfold(0, width, 1).flatten(2)  # (C - w + 1, N, E * w)
+    return (windows @ w).amax(dim=0) + bias
 
 
 # --------------------------------------------------------------------------------------------
