@@ -100,11 +100,12 @@ def test_embedding_without_autograd_equals_the_plain_layer(proj_dim, clip, fused
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("proj_dim, clip", [(3, 0.5), (5, None)])
 def test_float32_steps_on_a_cpu_equal_the_plain_layer(proj_dim, clip, fused, distinct, onednn, monkeypatch):
-    """In float32 on a CPU a step's products (its state share, its projection) go through oneDNN
-    (`onednn_products`), or, where this PyTorch lacks it, torch.bmm gate by gate: the plain layer's
-    values in float64 to float32 rounding, fused or not, with and without a projection, with the
-    input's shares from a table of distinct inputs or not; and with oneDNN every step's products
-    went through it (the directions in turn)."""
+    """In float32 on a CPU a step's products (its state share, its projection) and a chunk's
+    input shares go through oneDNN (`onednn_products`), or, where this PyTorch lacks it, torch.bmm
+    gate by gate: the plain layer's values in float64 to float32 rounding, fused or not, with and
+    without a projection, with the input's shares from a table of distinct inputs or not; and
+    with oneDNN every step's products and every chunk's went through it (the directions in turn;
+    chunks of whole steps of at least 5 rows, oneDNN's blocks of 2 rows, the last one short)."""
     if onednn and not kernels.onednn_linear_works():
         pytest.skip("this PyTorch has no oneDNN linear")
     if not onednn:
@@ -114,6 +115,12 @@ def test_float32_steps_on_a_cpu_equal_the_plain_layer(proj_dim, clip, fused, dis
     products = []
     linear = kernels._linear
     monkeypatch.setattr(kernels, "_linear", lambda x, w_t: products.append(tuple(x.shape)) or linear(x, w_t))
+    chunks = []
+    onednn_gates = kernels._onednn_gates
+    monkeypatch.setattr(kernels, "_onednn_gates", lambda buffer, x, *args: chunks.append(tuple(x.shape))
+                        or onednn_gates(buffer, x, *args))
+    monkeypatch.setattr(kernels, "GATE_ROWS", 5)
+    monkeypatch.setattr(kernels, "ONEDNN_ROWS", 2)
     torch.manual_seed(2)
     layer = LstmWithProjection(4, 5, proj_dim, clip, clip, n_directions=2)
     with torch.no_grad():
@@ -133,6 +140,7 @@ def test_float32_steps_on_a_cpu_equal_the_plain_layer(proj_dim, clip, fused, dis
         torch.testing.assert_close(a, b.float(), atol=1e-5, rtol=0)
     steps = [(1, n, proj_dim) for n in batch_sizes] + [(1, n, 5) for n in batch_sizes] * (proj_dim != 5)
     assert sorted(products) == (sorted(steps * 2) if onednn else [])  # each direction's state product and projection
+    assert sorted(chunks) == ([(1, 5, 4), (1, 5, 4), (1, 8, 4), (1, 8, 4)] if onednn and not distinct else [])
 
 
 def test_step_products_go_through_onednn_in_float32_on_a_cpu():

@@ -129,8 +129,8 @@ GATE_BY_GATE = {torch.float32}  # the dtypes whose gates' products run gate by g
 
 def by_gate(w: torch.Tensor | Int8Weight) -> bool:
     """Whether lstm_inference writes w's gates gate by gate, each gate's share a block of its own:
-    float32 on a CPU (`gate_blocks`; a chunk's input shares and the table, and a step's state
-    share where oneDNN does not take it, `onednn_products`), where a 2-thread product into n rows of
+    float32 on a CPU (`gate_blocks`; the table, and a chunk's input shares and a step's state
+    share where oneDNN does not take them, `onednn_products`), where a 2-thread product into n rows of
     4H columns ran far below the peak on some CPUs (MKL's sgemm on an AMD EPYC) and the same
     product as 4 batched products into n rows of H near it, and int8 (each product's columns
     copied out gate by gate), where the elementwise part then ran faster, bench/embed.py.
@@ -193,12 +193,11 @@ def onednn_products(*weights: torch.Tensor | Int8Weight | None) -> bool:
     """Whether products by these weights run through oneDNN's linear: float32 weights on a CPU,
     where this PyTorch has oneDNN. Those are the LSTM's step products (a step's state share of the
     gates and its projection, and in training their gradients' products, `_linear`, a direction at
-    a time) and, without gradients, the token encoder's highway and projection products
-    (`linear`): at a step's few hundred rows and fewer, and at the char CNN's chunks of tokens,
-    oneDNN ran well above MKL's sgemm behind torch.bmm and F.linear on an AMD EPYC, and as fast at
-    a chunk's thousands of rows, which stay with torch.bmm into their buffers (bench/embed.py,
-    bench/train.py). The weights must be contiguous: oneDNN multiplies by a strided one's
-    transpose far slower."""
+    a time), when embedding a chunk's input shares (`_onednn_gates`, a few hundred rows at a
+    time) and, without gradients, the token encoder's highway and projection products
+    (`linear`): at a few hundred rows and fewer oneDNN ran well above MKL's sgemm behind
+    torch.bmm and F.linear on an AMD EPYC (bench/embed.py, bench/train.py). The weights must be
+    contiguous: oneDNN multiplies by a strided one's transpose far slower."""
     return onednn_linear_works() and all(
         w is None or (isinstance(w, torch.Tensor) and w.device.type == "cpu" and w.dtype in ONEDNN_DTYPES and w.is_contiguous())
         for w in weights)
@@ -226,6 +225,25 @@ def _linear(x: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
     its own transpose."""
     products = [_onednn_linear(x[d], w_t[d]) for d in range(x.shape[0])]
     return products[0].unsqueeze(0) if len(products) == 1 else torch.stack(products)
+
+
+ONEDNN_ROWS = 256  # rows of a chunk's input product that oneDNN computes at once
+
+
+def _onednn_gates(buffer: torch.Tensor, x: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (D, n, K) @ w_t.transpose(1, 2) (+ bias (D, 1, 4H)) written into `buffer` (flat) as
+    (D, n, 4H) rows, returned as (D, 4, n, H), each gate's share viewed in those rows. oneDNN's
+    linear returns a fresh tensor, so it computes ONEDNN_ROWS rows at a time, each block copied
+    into the buffer: so it ran faster than torch.bmm's product of the whole chunk (bench/embed.py),
+    and a fresh tensor of the whole chunk would cost its page faults."""
+    D, n, _ = x.shape
+    G = w_t.shape[1]
+    out = buffer[: D * n * G].view(D, n, G)
+    for d in range(D):
+        for start in range(0, n, ONEDNN_ROWS):
+            rows = slice(start, start + ONEDNN_ROWS)
+            out[d, rows] = _onednn_linear(x[d, rows], w_t[d], None if bias is None else bias[d, 0])
+    return out.view(D, n, 4, G // 4).transpose(1, 2)
 
 
 def _bmm(x: torch.Tensor, w: torch.Tensor | Int8Weight, out: torch.Tensor) -> torch.Tensor:
@@ -316,9 +334,10 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     shares: no new tensor of gates a step. Every gates' product gives each gate's share as (D,
     4, n, H): in float32 on a CPU and in int8 written gate by gate (`by_gate`), each gate a
     block that the elementwise part reads whole; elsewhere one product's rows, viewed so. In
-    float32 on a CPU a step's products (its state share, its projection) go through oneDNN
-    (`onednn_products`) instead, faster than torch.bmm at a step's rows though each returns a fresh
-    tensor (a step's, small enough for the allocator to reuse).
+    float32 on a CPU a step's products (its state share, its projection) and a chunk's input
+    shares go through oneDNN (`onednn_products`) instead, faster than torch.bmm at a step's rows
+    though each returns a fresh tensor (a step's, small enough for the allocator to reuse; a
+    chunk's, a few hundred rows at a time, copied into the buffer as (D, rows, 4H) rows).
 
     Where the steps are large (FUSED_FROM gate values) and torch.compile works, each step's
     elementwise part is one compiled loop (`cell`: ~10 ops, each reading and writing (D, n, H)
@@ -342,9 +361,11 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
         if fused else None  # a tensor, so that no clip value makes torch.compile trace again
     H, int8 = G // 4, isinstance(w_state, Int8Weight)
     blocks = by_gate(w_state) and not int8  # float weights as gate_blocks (int8 copies its products out gate by gate)
-    onednn = onednn_products(w_state, w_proj)
+    onednn = onednn_products(w_input, w_state, w_proj)
     if onednn:  # the (D, N, K) weights oneDNN's linear takes: views
-        w_state_t, w_proj_t = w_state.transpose(1, 2), None if w_proj is None else w_proj.transpose(1, 2)
+        w_input_t, w_state_t = w_input.transpose(1, 2), w_state.transpose(1, 2)
+        w_proj_t = None if w_proj is None else w_proj.transpose(1, 2)
+    row_bias = bias  # (D, 1, 4H)
     product_bias = bias.view(D, 1, 4, H) if int8 else bias  # (D, 1, 4H), or (D * 4, 1, H) in blocks
     if blocks:  # (the state's weight too, unless oneDNN multiplies by it)
         w_input, product_bias = gate_blocks(w_input), gate_blocks(bias)
@@ -374,7 +395,9 @@ def lstm_inference(x: torch.Tensor, w_input: torch.Tensor | Int8Weight, bias: to
     for n in batch_sizes:
         if offset == chunk_end:
             chunk_start, chunk_end = next(next_chunk)
-            if table is None:  # (D, 4, rows, H); fused, the bias is added by each step's loop
+            if table is None and onednn:  # (D, 4, rows, H) viewed in (D, rows, 4H); fused, each step's loop adds the bias
+                gates_x = _onednn_gates(buffer, x[:, chunk_start:chunk_end], w_input_t, None if fused else row_bias)
+            elif table is None:  # (D, 4, rows, H); fused, the bias is added by each step's loop
                 gates_x = _gates(buffer, x[:, chunk_start:chunk_end], w_input, None if fused else product_bias, blocks)
             elif not fused:  # the chunk's rows of the table, gathered into the buffer as (D, rows, 4H)
                 gathered = buffer[: D * (chunk_end - chunk_start) * G].view(D, chunk_end - chunk_start, 4, H)
